@@ -1,0 +1,22 @@
+"""The api service: accounts, projects, agents and reads for the dashboard."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from api.routes import routes
+from core.app import create_app
+from core.config import Settings
+
+__all__ = ["build_api_app", "build_all_in_one_app"]
+
+
+def build_api_app(settings: Settings) -> Starlette:
+    return create_app(settings, routes)
+
+
+def build_all_in_one_app(settings: Settings) -> Starlette:
+    """Serve the agent write routes and the api routes on one port."""
+    from ingest.routes import routes as ingest_routes
+
+    return create_app(settings, [*ingest_routes, *routes])

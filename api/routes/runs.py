@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.deps import current_user, reader_scope
+from core.app import ctx
+from core.errors import NotFound, ValidationFailed
+from core.http import listing, ok, page_params
+from core.repositories import events as events_repo
+from core.repositories import runs as runs_repo
+from core.repositories.runs import RunScope
+from core.services import runs as runs_service
+from core.services import scores as scores_service
+from schema.structs import RUN_STATUSES
+
+__all__ = ["routes"]
+
+
+def event_json(row) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    payload = row["payload"]
+    return {
+        "id": row["public_id"],
+        "run_id": row["run_id"],
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "severity": row["severity"],
+        "message": row["message"],
+        "payload": msgspec.Raw(payload.encode()) if payload is not None else None,
+        "occurred_at": row["occurred_at"],
+        "received_at": row["received_at"],
+        "created_at": row["created_at"],
+    }
+
+
+async def _filter_keys(conn, scope: RunScope, request: Request) -> tuple[int | None, int | None]:  # type: ignore[no-untyped-def]
+    """Resolve the `project_id` and `agent_id` filters; unknown or foreign ids are 404."""
+    project_key = agent_key = None
+    if project_id := request.query_params.get("project_id"):
+        project_key = await runs_repo.find_project_key(conn, scope, project_id)
+        if project_key is None:
+            raise NotFound("project", project_id)
+    if agent_id := request.query_params.get("agent_id"):
+        agent_key = await runs_repo.find_agent_key(conn, scope, agent_id)
+        if agent_key is None:
+            raise NotFound("agent", agent_id)
+    return project_key, agent_key
+
+
+async def list_runs(request: Request) -> Response:
+    scope = await reader_scope(request)
+    limit, offset = page_params(request)
+    status = request.query_params.get("status") or None
+    if status is not None and status not in RUN_STATUSES:
+        raise ValidationFailed(f"Query parameter `status` must be one of {', '.join(RUN_STATUSES)}")
+    async with ctx(request).pool.acquire() as conn:
+        project_key, agent_key = await _filter_keys(conn, scope, request)
+        filters = {"project_key": project_key, "agent_key": agent_key, "status": status}
+        rows = await runs_repo.list_runs(conn, scope, **filters, limit=limit, offset=offset)
+        total = await runs_repo.count_runs(conn, scope, **filters)
+    items = [runs_service.run_json(row) for row in rows]
+    return listing(items, total=total, limit=limit, offset=offset, message="Runs loaded")
+
+
+async def get_run(request: Request) -> Response:
+    scope = await reader_scope(request)
+    async with ctx(request).pool.acquire() as conn:
+        row = await runs_service.load_run(conn, scope, request.path_params["run_id"])
+    return ok(runs_service.run_json(row), "Run loaded")
+
+
+async def delete_run(request: Request) -> Response:
+    user = await current_user(request)
+    context = ctx(request)
+    run_id = request.path_params["run_id"]
+    async with context.pool.acquire() as conn:
+        row = await runs_service.load_run(conn, RunScope(user_key=user.user_key), run_id)
+        await runs_service.delete_run(
+            conn, context.redis, run=row, shards=context.settings.stream_shards
+        )
+    return ok({"id": run_id, "deleted": True}, "Run deleted")
+
+
+async def list_run_events(request: Request) -> Response:
+    scope = await reader_scope(request)
+    limit, offset = page_params(request, default_limit=50, max_limit=500)
+    async with ctx(request).pool.acquire() as conn:
+        run = await runs_service.load_run(conn, scope, request.path_params["run_id"])
+        rows = await events_repo.list_events(conn, run_key=run["id"], limit=limit, offset=offset)
+        total = await events_repo.count_events(conn, run_key=run["id"])
+    items = [event_json(row) for row in rows]
+    return listing(items, total=total, limit=limit, offset=offset, message="Events loaded")
+
+
+async def get_score(request: Request) -> Response:
+    scope = await reader_scope(request)
+    context = ctx(request)
+    async with context.pool.acquire() as conn:
+        run = await runs_service.load_run(conn, scope, request.path_params["run_id"])
+        data = await scores_service.load_score(
+            conn, context.redis, run=run, shards=context.settings.stream_shards
+        )
+    return ok(data, "Score loaded")
+
+
+routes = [
+    Route("/api/runs", list_runs, methods=["GET"]),
+    Route("/api/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/api/runs/{run_id}", delete_run, methods=["DELETE"]),
+    Route("/api/runs/{run_id}/events", list_run_events, methods=["GET"]),
+    Route("/api/runs/{run_id}/score", get_score, methods=["GET"]),
+]

@@ -1,0 +1,191 @@
+"""The Starlette application shell shared by ingest, api and the all-in-one server."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import redis.exceptions
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.config import Settings
+from core.connections import connect_postgres, connect_redis
+from core.context import AppContext
+from core.errors import ServiceUnavailable, error_response, exception_handlers
+from core.http import ok
+
+__all__ = ["create_app", "ctx", "health_routes"]
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+CORS_HEADERS = [
+    "Content-Type",
+    "Content-Encoding",
+    "Authorization",
+    "Accept",
+    "Origin",
+    "X-Requested-With",
+    "X-Agent-Key",
+    "X-Agent-Api-Key",
+    "X-Request-Id",
+]
+
+
+def ctx(request: Request) -> AppContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+class RequestIdMiddleware:
+    """Give every request an id (the caller's `X-Request-Id` when it is sane), echo it
+    on the response, and answer unhandled errors with a 500 envelope that quotes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID.match(candidate):
+                    request_id = candidate
+                break
+        request_id = request_id or f"req_{secrets.token_hex(12)}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("request %s %s %s failed", request_id, scope["method"], scope["path"])
+            if started:
+                raise
+            response = error_response(
+                500,
+                "internal_error",
+                f"The server failed to handle the request; quote request id {request_id} "
+                "when reporting it",
+            )
+            await response(scope, receive, send_with_id)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("request %s: backing service unavailable: %r", request.state.request_id, exc)
+    error = ServiceUnavailable(
+        "A backing service (PostgreSQL or Redis) is unavailable; retry after the Retry-After delay"
+    )
+    return error_response(error.status_code, error.code, error.message, error.headers)
+
+
+async def health(request: Request) -> Response:
+    settings = ctx(request).settings
+    data = {
+        "service": settings.service_name,
+        "status": "healthy",
+        "environment": settings.environment,
+        "request_id": request.state.request_id,
+    }
+    return ok(data, "healthy")
+
+
+async def ready(request: Request) -> Response:
+    context = ctx(request)
+    checks = {"database": False, "redis": False}
+    try:
+        async with context.pool.acquire(timeout=2) as conn:
+            checks["database"] = await conn.fetchval("SELECT 1") == 1
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("readiness: PostgreSQL check failed: %r", exc)
+    try:
+        checks["redis"] = bool(await context.redis.ping())
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("readiness: Redis check failed: %r", exc)
+    if not all(checks.values()):
+        down = " and ".join(name for name, up in checks.items() if not up)
+        return error_response(
+            503,
+            "service_unavailable",
+            f"Not ready: {down} check failed; see the service log",
+            {"Retry-After": "5"},
+        )
+    data = {
+        "service": context.settings.service_name,
+        "status": "ready",
+        **checks,
+        "request_id": request.state.request_id,
+    }
+    return ok(data, "ready")
+
+
+def health_routes() -> list[BaseRoute]:
+    return [
+        Route("/health", health),
+        Route("/api/health", health),
+        Route("/ready", ready),
+        Route("/api/ready", ready),
+    ]
+
+
+def create_app(settings: Settings, routes: Sequence[BaseRoute]) -> Starlette:
+    """Build an app serving `routes` with the shared middleware, errors and lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        assert settings.database_url and settings.redis_url, "URLs are resolved before serving"
+        pool = await connect_postgres(settings.database_url)
+        redis_client = connect_redis(settings.redis_url, settings)
+        app.state.ctx = AppContext.build(settings=settings, pool=pool, redis=redis_client)
+        try:
+            yield
+        finally:
+            await redis_client.aclose()
+            await pool.close()
+
+    handlers = dict(exception_handlers)
+    for unavailable in (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.ConnectionDoesNotExistError,
+        ConnectionRefusedError,
+    ):
+        handlers[unavailable] = _unavailable
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=[settings.cors_allowed_origin],
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=CORS_HEADERS,
+            expose_headers=["X-Request-Id", "Retry-After"],
+        ),
+    ]
+    return Starlette(
+        routes=[*health_routes(), *routes],
+        middleware=middleware,
+        exception_handlers=handlers,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )

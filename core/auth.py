@@ -1,0 +1,107 @@
+"""Who is calling: a user with a bearer token, or an agent with its key.
+
+Agent keys are resolved through a per-process cache, so the hot ingest path does not
+query PostgreSQL on every request. An entry lives `ttl_s` seconds, which bounds how
+long a deleted or rotated key keeps working on a process that had cached it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import msgspec
+from starlette.requests import Request
+
+from core.errors import Unauthorized
+from core.repositories import agents as agents_repo
+from core.repositories import users as users_repo
+from core.security import InvalidToken, TokenService, hash_agent_key
+
+__all__ = [
+    "AGENT_KEY_HEADERS",
+    "AgentIdentity",
+    "AgentKeyCache",
+    "UserIdentity",
+    "agent_key_from",
+    "resolve_user",
+]
+
+AGENT_KEY_HEADERS = ("x-agent-key", "x-agent-api-key")
+_MAX_CACHED_KEYS = 10_000
+
+
+class AgentIdentity(msgspec.Struct, frozen=True):
+    agent_key: int
+    agent_id: str
+    project_key: int
+    project_id: str
+
+
+class UserIdentity(msgspec.Struct, frozen=True):
+    user_key: int
+    user_id: str
+
+
+def agent_key_from(request: Request) -> str | None:
+    for header in AGENT_KEY_HEADERS:
+        value = request.headers.get(header)
+        if value:
+            return value.strip()
+    return None
+
+
+class AgentKeyCache:
+    def __init__(self, *, secret: str, ttl_s: float) -> None:
+        self._secret = secret
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, AgentIdentity]] = {}
+
+    def forget(self) -> None:
+        self._entries.clear()
+
+    async def resolve(self, pool: asyncpg.Pool, key: str) -> AgentIdentity:
+        """Return the agent owning `key`, or raise `Unauthorized`."""
+        if len(key) > 200:
+            raise Unauthorized(
+                "Invalid agent key; send the key returned when the agent was created"
+            )
+        key_hash = hash_agent_key(key, secret=self._secret)
+        now = time.monotonic()
+        cached = self._entries.get(key_hash)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with pool.acquire() as conn:
+            row = await agents_repo.get_identity_by_key_hash(conn, key_hash)
+        if row is None:
+            self._entries.pop(key_hash, None)
+            raise Unauthorized("Invalid agent key; it may have been rotated or its agent deleted")
+        identity = AgentIdentity(
+            agent_key=row["agent_key"],
+            agent_id=row["agent_id"],
+            project_key=row["project_key"],
+            project_id=row["project_id"],
+        )
+        if len(self._entries) >= _MAX_CACHED_KEYS:
+            self._entries.clear()
+        self._entries[key_hash] = (now + self._ttl_s, identity)
+        return identity
+
+
+async def resolve_user(request: Request, pool: asyncpg.Pool, tokens: TokenService) -> UserIdentity:
+    """Return the user of the request's bearer token, or raise `Unauthorized`."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "Missing bearer token; send Authorization: Bearer <token> from /api/auth/login"
+        )
+    try:
+        user_id = tokens.verify(token.strip())
+    except InvalidToken as exc:
+        raise Unauthorized(f"Invalid bearer token ({exc}); log in again for a new one") from None
+    async with pool.acquire() as conn:
+        row = await users_repo.get_user_by_public_id(conn, user_id)
+    if row is None:
+        raise Unauthorized("The token's user no longer exists; register or log in again")
+    return UserIdentity(user_key=row["id"], user_id=user_id)

@@ -1,0 +1,212 @@
+"""`softadastra-cloud`: run the services, migrate, and try the service with a demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from core.config import ConfigError, Settings
+from core.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
+from core.logs import configure_logging
+
+__all__ = ["main"]
+
+log = logging.getLogger("softadastra")
+
+
+async def _migrate(database_url: str) -> list[str]:
+    import asyncpg
+
+    from schema.migrate import apply_migrations
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await apply_migrations(conn)
+    finally:
+        await conn.close()
+
+
+def _require_urls(settings: Settings, command: str) -> None:
+    missing = [
+        name
+        for name, value in (
+            ("CLOUD_DATABASE_URL", settings.database_url),
+            ("CLOUD_REDIS_URL", settings.redis_url),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigError(
+            f"`{command}` needs {' and '.join(missing)}; set it, or use `softadastra-cloud up` "
+            "for embedded servers"
+        )
+
+
+def _serve(app_factory_name: str, settings: Settings) -> None:
+    from api.app import build_all_in_one_app, build_api_app
+    from ingest.app import build_ingest_app
+
+    factories = {"ingest": build_ingest_app, "api": build_api_app, "all": build_all_in_one_app}
+    app = factories[app_factory_name](settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+
+
+@contextlib.contextmanager
+def _data_dir_lock(data_dir: Path) -> Iterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "up.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another `softadastra-cloud up` is using {data_dir}; stop it or set CLOUD_DATA_DIR"
+            ) from None
+        yield
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        CLOUD_DATABASE_URL=settings.database_url or "",
+        CLOUD_REDIS_URL=settings.redis_url or "",
+        CLOUD_JWT_SECRET=settings.jwt_secret,
+        CLOUD_AGENT_API_KEY_SECRET=settings.agent_api_key_secret,
+    )
+    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env)
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        log.error("worker did not stop within 40 s; killing it")
+        worker.kill()
+        worker.wait()
+
+
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def command_up(settings: Settings) -> None:
+    """Run everything in one command, on embedded servers unless URLs are set."""
+    # uvicorn re-raises the signal that stopped it; with the default SIGTERM action
+    # that would kill the process before the embedded servers are stopped below.
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    postgres = (
+        EmbeddedPostgres(settings.data_dir / "postgres") if not settings.database_url else None
+    )
+    redis = EmbeddedRedis(settings.data_dir / "redis") if not settings.redis_url else None
+    with _data_dir_lock(settings.data_dir):
+        try:
+            if postgres is not None:
+                settings = dataclasses.replace(settings, database_url=postgres.start())
+            if redis is not None:
+                settings = dataclasses.replace(settings, redis_url=redis.start())
+            assert settings.database_url
+            applied = asyncio.run(_migrate(settings.database_url))
+            log.info("migrations applied: %s", ", ".join(applied) or "none pending")
+            worker = _start_worker(settings)
+            try:
+                log.info("serving ingest and api on http://%s:%d", settings.host, settings.port)
+                _serve("all", settings)
+            finally:
+                _stop_worker(worker)
+        finally:
+            if redis is not None:
+                redis.stop()
+            if postgres is not None:
+                postgres.stop()
+
+
+def command_worker(settings: Settings) -> None:
+    from arq.worker import run_worker
+
+    from workers.worker import worker_settings
+
+    _require_urls(settings, "worker")
+    run_worker(worker_settings(settings))  # type: ignore[arg-type]
+
+
+def command_migrate(settings: Settings) -> None:
+    _require_urls(settings, "migrate")
+    assert settings.database_url
+    applied = asyncio.run(_migrate(settings.database_url))
+    print(f"applied {len(applied)} migrations: {', '.join(applied) or 'none pending'}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="softadastra-cloud", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "up", help="run ingest, api and a worker on one port (embedded servers by default)"
+    )
+    commands.add_parser(
+        "ingest", help="serve the agent write routes (needs CLOUD_DATABASE_URL, CLOUD_REDIS_URL)"
+    )
+    commands.add_parser("api", help="serve the management and read routes")
+    commands.add_parser("worker", help="persist streamed events and run maintenance jobs")
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    demo = commands.add_parser(
+        "demo", help="sign up, stream a realistic run to a server and print its score"
+    )
+    demo.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of a running server")
+    demo.add_argument(
+        "--events", type=int, default=300, help="number of events to stream (default 300)"
+    )
+    demo.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level)
+        if args.command == "demo":
+            from core.demo import run_demo
+
+            return run_demo(args.url, events=args.events, seed=args.seed)
+        settings = settings.with_secrets()
+        if args.command == "up":
+            command_up(settings)
+        elif args.command in ("ingest", "api"):
+            _require_urls(settings, args.command)
+            _serve(args.command, settings)
+        elif args.command == "worker":
+            command_worker(settings)
+        elif args.command == "migrate":
+            command_migrate(settings)
+    except (ConfigError, EmbeddedServerError) as exc:
+        print(f"softadastra-cloud: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Response envelopes, request bodies and query parameters, shared by ingest and api."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+__all__ = [
+    "decode_body",
+    "decode_json",
+    "listing",
+    "ok",
+    "page_params",
+    "read_body",
+]
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
+
+
+def ok(data: Any, message: str, *, status: int = 200) -> Response:
+    body = _encoder.encode({"success": True, "message": message, "data": data})
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def listing(items: list[Any], *, total: int, limit: int, offset: int, message: str) -> Response:
+    body = _encoder.encode(
+        {
+            "success": True,
+            "message": message,
+            "data": items,
+            "meta": {"total": total, "limit": limit, "offset": offset},
+        }
+    )
+    return Response(body, media_type="application/json")
+
+
+def _check_content_type(request: Request) -> None:
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if not _JSON_TYPE.match(media_type):
+        raise UnsupportedMediaType(
+            f"Content-Type {media_type!r} is not supported; send application/json"
+        )
+
+
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """Read the body, undoing gzip, and stop as soon as it passes `max_bytes`.
+
+    The limit applies both to the bytes on the wire and to the decompressed bytes,
+    so a small gzip body cannot expand without bound.
+    """
+    _check_content_type(request)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding"
+        )
+    too_large = PayloadTooLarge(
+        f"Request body is larger than {max_bytes} bytes; send smaller batches"
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if encoding == "gzip" else None
+    received = 0
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > max_bytes:
+            raise too_large
+        if inflater is not None:
+            try:
+                chunk = inflater.decompress(chunk, max_bytes + 1 - size)
+            except zlib.error as exc:
+                raise ValidationFailed(f"Request body is not valid gzip: {exc}") from None
+            if inflater.unconsumed_tail:
+                raise too_large
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    if inflater is not None and not inflater.eof and received:
+        raise ValidationFailed("Request body is truncated gzip; send the complete stream")
+    return b"".join(chunks)
+
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """Decode and validate a body, turning msgspec errors into `ValidationFailed`."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(_validation_message(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed(
+            f"Request body is not valid JSON ({exc}); send a JSON object in UTF-8 "
+            "without lone surrogates"
+        ) from None
+
+
+async def decode_body(
+    request: Request,
+    decoder: msgspec.json.Decoder[T],
+    *,
+    max_bytes: int,
+    optional: bool = False,
+) -> T | None:
+    body = await read_body(request, max_bytes=max_bytes)
+    if not body.strip():
+        if optional:
+            return None
+        raise ValidationFailed("Request body is empty; send a JSON object")
+    return decode_json(body, decoder)
+
+
+def _validation_message(detail: str) -> str:
+    # msgspec says "Expected `object`, got `array`" for the whole body and names a
+    # field path as "- at `$.name`"; restate both in the terms of our API.
+    if detail.startswith("Expected `object`") and " - at " not in detail:
+        return f"Request body must be a JSON object: {detail}"
+    if detail.startswith("Object missing required field"):
+        field = detail.split("`")[1] if "`" in detail else "?"
+        return f"`{field}` is required"
+    return detail
+
+
+def _parse_int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    text = raw.strip()
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise ValidationFailed(f"Query parameter `{name}` must be an integer, got {raw[:40]!r}")
+    # Clamp by sign and length first, so a thousand-digit number costs nothing.
+    if text.startswith("-"):
+        return -1
+    digits = text.lstrip("+").lstrip("0") or "0"
+    return int(digits) if len(digits) <= 12 else 10**12
+
+
+def page_params(
+    request: Request, *, default_limit: int = 20, max_limit: int = 100
+) -> tuple[int, int]:
+    """Return `(limit, offset)`, clamped to `1..max_limit` and `>= 0`."""
+    limit = min(max(_parse_int_param(request, "limit", default_limit), 1), max_limit)
+    offset = max(_parse_int_param(request, "offset", 0), 0)
+    return limit, offset

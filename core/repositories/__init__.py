@@ -1,0 +1,1 @@
+"""SQL, one module per table group. Functions take the connection first."""

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+
+__all__ = [
+    "RunScope",
+    "find_agent_key",
+    "find_project_key",
+    "count_runs",
+    "delete_run",
+    "get_run",
+    "insert_run",
+    "list_runs",
+    "update_run_status",
+]
+
+_SELECT = """
+SELECT r.id, r.public_id, r.status, r.target_url, r.method, r.scenario,
+       r.started_at, r.finished_at, r.created_at, r.updated_at,
+       p.id AS project_key, p.public_id AS project_id, a.public_id AS agent_id
+FROM runs r
+JOIN projects p ON p.id = r.project_id
+LEFT JOIN agents a ON a.id = r.agent_id
+"""
+
+
+class RunScope:
+    """Whose runs a query may see: a user's (every project they own) or one project's."""
+
+    __slots__ = ("project_key", "user_key")
+
+    def __init__(self, *, user_key: int | None = None, project_key: int | None = None) -> None:
+        if (user_key is None) == (project_key is None):
+            raise ValueError("a run scope needs exactly one of user_key and project_key")
+        self.user_key = user_key
+        self.project_key = project_key
+
+    def where(self, param: int) -> tuple[str, list[int]]:
+        """Return a condition on the `projects p` of a query, with `$param` as its value."""
+        if self.user_key is not None:
+            return f"p.user_id = ${param}", [self.user_key]
+        assert self.project_key is not None
+        return f"p.id = ${param}", [self.project_key]
+
+
+async def find_project_key(conn: asyncpg.Connection, scope: RunScope, public_id: str) -> int | None:
+    condition, params = scope.where(2)
+    return await conn.fetchval(
+        f"SELECT p.id FROM projects p WHERE p.public_id = $1 AND {condition}", public_id, *params
+    )
+
+
+async def find_agent_key(conn: asyncpg.Connection, scope: RunScope, public_id: str) -> int | None:
+    condition, params = scope.where(2)
+    return await conn.fetchval(
+        f"""
+        SELECT a.id FROM agents a JOIN projects p ON p.id = a.project_id
+        WHERE a.public_id = $1 AND {condition}
+        """,
+        public_id,
+        *params,
+    )
+
+
+async def insert_run(
+    conn: asyncpg.Connection,
+    *,
+    public_id: str,
+    project_key: int,
+    agent_key: int | None,
+    status: str,
+    target_url: str,
+    method: str,
+    scenario: str,
+) -> asyncpg.Record:
+    """Insert a run with its zeroed score counters."""
+    async with conn.transaction():
+        run_key = await conn.fetchval(
+            """
+            INSERT INTO runs (public_id, project_id, agent_id, status, target_url, method, scenario,
+                              started_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $4 = 'running' THEN now() END)
+            RETURNING id
+            """,
+            public_id,
+            project_key,
+            agent_key,
+            status,
+            target_url,
+            method,
+            scenario,
+        )
+        await conn.execute("INSERT INTO run_scores (run_id) VALUES ($1)", run_key)
+    return await conn.fetchrow(_SELECT + "WHERE r.id = $1", run_key)
+
+
+async def get_run(
+    conn: asyncpg.Connection, scope: RunScope, public_id: str
+) -> asyncpg.Record | None:
+    condition, params = scope.where(2)
+    return await conn.fetchrow(
+        _SELECT + f"WHERE r.public_id = $1 AND {condition}", public_id, *params
+    )
+
+
+async def list_runs(
+    conn: asyncpg.Connection,
+    scope: RunScope,
+    *,
+    project_key: int | None,
+    agent_key: int | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> list[asyncpg.Record]:
+    condition, params = scope.where(6)
+    return await conn.fetch(
+        _SELECT
+        + f"""
+        WHERE {condition}
+          AND ($1::bigint IS NULL OR r.project_id = $1)
+          AND ($2::bigint IS NULL OR r.agent_id = $2)
+          AND ($3::text IS NULL OR r.status = $3)
+        ORDER BY r.id DESC LIMIT $4 OFFSET $5
+        """,
+        project_key,
+        agent_key,
+        status,
+        limit,
+        offset,
+        *params,
+    )
+
+
+async def count_runs(
+    conn: asyncpg.Connection,
+    scope: RunScope,
+    *,
+    project_key: int | None,
+    agent_key: int | None,
+    status: str | None,
+) -> int:
+    condition, params = scope.where(4)
+    return await conn.fetchval(
+        f"""
+        SELECT count(*) FROM runs r JOIN projects p ON p.id = r.project_id
+        WHERE {condition}
+          AND ($1::bigint IS NULL OR r.project_id = $1)
+          AND ($2::bigint IS NULL OR r.agent_id = $2)
+          AND ($3::text IS NULL OR r.status = $3)
+        """,
+        project_key,
+        agent_key,
+        status,
+        *params,
+    )
+
+
+async def update_run_status(
+    conn: asyncpg.Connection, *, run_key: int, status: str, final: bool, now: dt.datetime
+) -> asyncpg.Record | None:
+    """Set a run's status unless it is already final; return None if it was."""
+    run = await conn.fetchval(
+        """
+        UPDATE runs SET status = $2, updated_at = $3,
+               started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, $3)
+                                 ELSE started_at END,
+               finished_at = CASE WHEN $4 THEN $3 ELSE finished_at END
+        WHERE id = $1 AND status NOT IN ('finished', 'failed', 'cancelled')
+        RETURNING id
+        """,
+        run_key,
+        status,
+        now,
+        final,
+    )
+    if run is None:
+        return None
+    return await conn.fetchrow(_SELECT + "WHERE r.id = $1", run_key)
+
+
+async def delete_run(conn: asyncpg.Connection, *, run_key: int) -> None:
+    await conn.execute("DELETE FROM runs WHERE id = $1", run_key)

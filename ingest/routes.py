@@ -1,0 +1,166 @@
+"""The agent write routes: runs, their status, events and finish.
+
+Appending events never touches PostgreSQL on the hot path: the agent key comes from
+a per-process cache and the run's state from Redis, checked by the same script call
+that appends the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from core import streams
+from core.app import ctx
+from core.auth import AgentIdentity, agent_key_from
+from core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
+from core.http import decode_body, ok, read_body
+from core.repositories.runs import RunScope
+from core.services import runs as runs_service
+from ingest.events import now_utc, parse_events
+from schema.structs import FINAL_STATUSES, RunCreate, RunFinish, RunStatusIn, StreamBatch
+
+__all__ = ["routes"]
+
+log = logging.getLogger(__name__)
+
+_run_create = msgspec.json.Decoder(RunCreate)
+_run_status = msgspec.json.Decoder(RunStatusIn)
+_run_finish = msgspec.json.Decoder(RunFinish)
+_entry_encoder = msgspec.json.Encoder()
+
+
+async def _agent(request: Request) -> AgentIdentity:
+    key = agent_key_from(request)
+    if key is None:
+        raise Unauthorized("Missing agent key; send it in the X-Agent-Key header")
+    context = ctx(request)
+    return await context.agent_keys.resolve(context.pool, key)
+
+
+async def create_run(request: Request) -> Response:
+    agent = await _agent(request)
+    context = ctx(request)
+    body = await decode_body(
+        request, _run_create, max_bytes=context.settings.max_request_body_bytes
+    )
+    assert body is not None
+    async with context.pool.acquire() as conn:
+        row = await runs_service.create_run(
+            conn, context.redis, agent=agent, body=body, shards=context.settings.stream_shards
+        )
+    log.info("run %s created by agent %s", row["public_id"], agent.agent_id)
+    return ok(runs_service.run_json(row), "Run created", status=201)
+
+
+async def update_status(request: Request) -> Response:
+    agent = await _agent(request)
+    context = ctx(request)
+    body = await decode_body(
+        request, _run_status, max_bytes=context.settings.max_request_body_bytes
+    )
+    assert body is not None
+    async with context.pool.acquire() as conn:
+        run = await runs_service.load_run(
+            conn, RunScope(project_key=agent.project_key), request.path_params["run_id"]
+        )
+        row = await runs_service.set_run_status(
+            conn, context.redis, run=run, status=body.status, shards=context.settings.stream_shards
+        )
+    return ok(runs_service.run_json(row), "Run status updated")
+
+
+async def finish_run(request: Request) -> Response:
+    agent = await _agent(request)
+    context = ctx(request)
+    body = await decode_body(
+        request, _run_finish, max_bytes=context.settings.max_request_body_bytes, optional=True
+    )
+    status = body.status if body is not None else "finished"
+    async with context.pool.acquire() as conn:
+        run = await runs_service.load_run(
+            conn, RunScope(project_key=agent.project_key), request.path_params["run_id"]
+        )
+        row, changed = await runs_service.finish_run(
+            conn, context.redis, run=run, status=status, shards=context.settings.stream_shards
+        )
+    if changed:
+        log.info("run %s finished as %s", row["public_id"], row["status"])
+    message = "Run finished" if changed else "Run was already finished"
+    return ok(runs_service.run_json(row), message)
+
+
+async def _load_run_state(request: Request, agent: AgentIdentity, keys: streams.StreamKeys) -> None:
+    """Copy a run's state from PostgreSQL into Redis (after a Redis restart, say)."""
+    context = ctx(request)
+    run_id = request.path_params["run_id"]
+    async with context.pool.acquire() as conn:
+        run = await runs_service.load_run(conn, RunScope(project_key=agent.project_key), run_id)
+    await streams.set_run_state(
+        context.redis,
+        keys,
+        run_id=run_id,
+        project_key=run["project_key"],
+        final=run["status"] in FINAL_STATUSES,
+        only_new=True,
+    )
+
+
+async def append_events(request: Request) -> Response:
+    agent = await _agent(request)
+    context = ctx(request)
+    settings = context.settings
+    run_id = request.path_params["run_id"]
+    body = await read_body(request, max_bytes=settings.max_bulk_body_bytes)
+    events, rejected = parse_events(body)
+    if events:
+        entry = _entry_encoder.encode(
+            StreamBatch(run_id=run_id, received_at=now_utc(), events=events)
+        )
+        keys = streams.StreamKeys.for_run(run_id, settings.stream_shards)
+        for attempt in range(2):
+            outcome, detail = await streams.append_batch(
+                context.redis,
+                keys,
+                run_id=run_id,
+                project_key=agent.project_key,
+                event_count=len(events),
+                backlog_limit=settings.backlog_limit_events,
+                entry=entry,
+            )
+            if outcome is not streams.AppendOutcome.UNKNOWN_RUN or attempt == 1:
+                break
+            await _load_run_state(request, agent, keys)
+        _raise_for_outcome(outcome, run_id, detail)
+    data = {"accepted": len(events), "rejected": [msgspec.structs.asdict(r) for r in rejected]}
+    return ok(data, "Events accepted", status=202)
+
+
+def _raise_for_outcome(outcome: streams.AppendOutcome, run_id: str, detail: str) -> None:
+    if outcome is streams.AppendOutcome.APPENDED:
+        return
+    if outcome in (streams.AppendOutcome.UNKNOWN_RUN, streams.AppendOutcome.FOREIGN_RUN):
+        raise NotFound("run", run_id)
+    if outcome is streams.AppendOutcome.FINAL_RUN:
+        raise Conflict(
+            f"Run {run_id!r} is final and accepts no more events; create a new run",
+            code="run_finished",
+        )
+    log.warning("backlog full for run %s: %s events waiting", run_id, detail)
+    raise TooManyRequests(
+        f"The event backlog is full ({detail} events waiting); retry after the Retry-After delay",
+        retry_after_s=5,
+        code="backlog_full",
+    )
+
+
+routes = [
+    Route("/api/runs", create_run, methods=["POST"]),
+    Route("/api/runs/{run_id}/status", update_status, methods=["POST", "PATCH"]),
+    Route("/api/runs/{run_id}/finish", finish_run, methods=["POST"]),
+    Route("/api/runs/{run_id}/events", append_events, methods=["POST"]),
+]

@@ -1,0 +1,248 @@
+"""msgspec Structs of every request body and stream entry.
+
+Decoding a body with one of these validates it: lengths are counted in characters,
+and `__post_init__` normalises case-insensitive values and rejects text containing
+U+0000. msgspec itself rejects invalid UTF-8 and lone surrogates while decoding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+__all__ = [
+    "AgentCreate",
+    "EventBatch",
+    "EventIn",
+    "FINAL_STATUSES",
+    "LoginIn",
+    "MAX_BATCH_EVENTS",
+    "MAX_PAYLOAD_BYTES",
+    "METHODS",
+    "ProjectIn",
+    "RUN_STATUSES",
+    "RegisterIn",
+    "ReportIn",
+    "RunCreate",
+    "RunFinish",
+    "RunStatusIn",
+    "SEVERITIES",
+    "StreamBatch",
+    "StreamEvent",
+    "check_payload_text",
+]
+
+MAX_BATCH_EVENTS = 1000
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_REPORT_BYTES = 5 * 1024 * 1024
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+RUN_STATUSES = ("created", "running", "finished", "failed", "cancelled")
+FINAL_STATUSES = ("finished", "failed", "cancelled")
+SEVERITIES = ("info", "warning", "error", "critical")
+_SEVERITY_ALIASES = {"warn": "warning"}
+
+Name = Annotated[str, msgspec.Meta(min_length=2, max_length=120)]
+
+
+def _reject_nul(field: str, value: str) -> None:
+    if "\x00" in value:
+        raise ValueError(f"`{field}` contains U+0000; remove the NUL character")
+
+
+def _check_http_url(field: str, value: str, *, allow_empty: bool) -> None:
+    if not value and allow_empty:
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"`{field}` must be an absolute http:// or https:// URL, got {value[:80]!r}"
+        )
+
+
+def _walk_for_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def check_payload_text(field: str, raw: bytes) -> None:
+    """Reject a raw JSON value whose strings contain U+0000 or lone surrogates.
+
+    PostgreSQL's jsonb rejects both, so such a payload would fail in the worker
+    instead of at the door. Only payloads with a `\\u` escape can contain either, so
+    the rest skip the full decode.
+    """
+    if b"\\u" not in raw:
+        return
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise ValueError(
+            f"`{field}` contains an invalid \\u escape (a lone surrogate); send valid UTF-8 text"
+        ) from None
+    if _walk_for_nul(value):
+        raise ValueError(f"`{field}` contains U+0000 in a string; remove the NUL character")
+
+
+class RegisterIn(msgspec.Struct, forbid_unknown_fields=False):
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
+    password: Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+    name: Name
+
+    def __post_init__(self) -> None:
+        for field in ("email", "password", "name"):
+            _reject_nul(field, getattr(self, field))
+        local, _, domain = self.email.rpartition("@")
+        if not local or "." not in domain.strip(".") or " " in self.email:
+            raise ValueError(f"`email` {self.email[:80]!r} is not a valid email address")
+
+
+class LoginIn(msgspec.Struct):
+    email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+class ProjectIn(msgspec.Struct):
+    name: Name
+    description: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    base_url: Annotated[str, msgspec.Meta(max_length=2048)] = ""
+
+    def __post_init__(self) -> None:
+        for field in ("name", "description", "base_url"):
+            _reject_nul(field, getattr(self, field))
+        _check_http_url("base_url", self.base_url, allow_empty=True)
+
+
+class AgentCreate(msgspec.Struct):
+    name: Name
+    project_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _reject_nul("name", self.name)
+
+
+class RunCreate(msgspec.Struct):
+    target_url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    scenario: Name
+    method: str = "GET"
+    project_id: str | None = None
+    agent_id: str | None = None
+    status: str = "running"
+
+    def __post_init__(self) -> None:
+        _reject_nul("target_url", self.target_url)
+        _reject_nul("scenario", self.scenario)
+        _check_http_url("target_url", self.target_url, allow_empty=False)
+        self.method = (self.method or "GET").upper()
+        if self.method not in METHODS:
+            raise ValueError(
+                f"`method` {self.method[:20]!r} is invalid; use one of {', '.join(METHODS)}"
+            )
+        if self.status not in ("created", "running"):
+            raise ValueError("`status` of a new run must be created or running")
+
+
+class RunStatusIn(msgspec.Struct):
+    status: str
+
+    def __post_init__(self) -> None:
+        if self.status not in RUN_STATUSES:
+            raise ValueError(
+                f"`status` {self.status[:20]!r} is invalid; use one of {', '.join(RUN_STATUSES)}"
+            )
+
+
+class RunFinish(msgspec.Struct):
+    status: str = "finished"
+
+    def __post_init__(self) -> None:
+        if self.status not in FINAL_STATUSES:
+            raise ValueError(
+                f"`status` {self.status[:20]!r} is not final; "
+                f"use one of {', '.join(FINAL_STATUSES)}"
+            )
+
+
+class EventIn(msgspec.Struct, omit_defaults=True):
+    """One event as an agent sends it."""
+
+    event_type: Name
+    severity: str = "info"
+    message: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    payload: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    occurred_at: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        _reject_nul("event_type", self.event_type)
+        _reject_nul("message", self.message)
+        if self.event_id is not None:
+            _reject_nul("event_id", self.event_id)
+        severity = (self.severity or "info").lower()
+        severity = _SEVERITY_ALIASES.get(severity, severity)
+        if severity not in SEVERITIES:
+            raise ValueError(
+                f"`severity` {self.severity[:20]!r} is invalid; "
+                "use info, warning, error or critical"
+            )
+        self.severity = severity
+        if self.payload is not msgspec.UNSET:
+            size = len(self.payload)
+            if size > MAX_PAYLOAD_BYTES:
+                raise ValueError(
+                    f"`payload` is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes"
+                )
+            check_payload_text("payload", bytes(self.payload))
+        if self.occurred_at is not None and self.occurred_at.tzinfo is None:
+            raise ValueError("`occurred_at` has no time zone; send RFC 3339 with Z or an offset")
+
+
+class EventBatch(msgspec.Struct):
+    events: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_BATCH_EVENTS)]
+
+
+class ReportIn(msgspec.Struct):
+    summary: Annotated[str, msgspec.Meta(min_length=2, max_length=2000)]
+    raw_json: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        _reject_nul("summary", self.summary)
+        if self.raw_json is msgspec.UNSET:
+            raise ValueError("`raw_json` is required; send the full report as a JSON value")
+        size = len(self.raw_json)
+        if size > MAX_REPORT_BYTES:
+            raise ValueError(f"`raw_json` is {size} bytes; the limit is {MAX_REPORT_BYTES} bytes")
+        check_payload_text("raw_json", bytes(self.raw_json))
+
+
+class StreamEvent(msgspec.Struct, array_like=True):
+    """An accepted event as it travels through the stream."""
+
+    public_id: str
+    event_id: str
+    event_type: str
+    severity: str
+    message: str
+    # Raw JSON text; the JSON literal `null` when the agent sent no payload.
+    payload: msgspec.Raw
+    occurred_at: dt.datetime | None
+
+
+class StreamBatch(msgspec.Struct, array_like=True):
+    """One stream entry: the accepted events of one request, all for one run."""
+
+    run_id: str
+    received_at: dt.datetime
+    events: list[StreamEvent]

@@ -1,0 +1,174 @@
+"""Persist decoded stream entries into PostgreSQL and update run scores, in one transaction.
+
+Idempotent at two levels. The entry id goes into `stream_entries_done` first, so an
+entry redelivered after a commit (the worker died before acknowledging) is skipped
+whole. Each event then inserts with `ON CONFLICT (run_id, event_id) DO NOTHING`, so an
+agent re-sending an event with the same id stores it once; only rows really
+inserted change the score counters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+
+from core.scoring import Counters, score_counters
+from schema.structs import StreamBatch
+
+__all__ = ["PersistResult", "persist_entries"]
+
+log = logging.getLogger(__name__)
+
+_COUNTER_FIELDS = tuple(Counters.__struct_fields__)
+_NULL = b"null"
+
+
+class PersistResult(msgspec.Struct, kw_only=True):
+    entries: int = 0  # entries newly processed (not seen before)
+    skipped_entries: int = 0  # entries already committed earlier
+    inserted: int = 0  # events inserted
+    duplicates: int = 0  # events whose (run, event id) already existed
+    discarded: int = 0  # events of runs deleted meanwhile
+
+
+async def _claim_entries(conn: asyncpg.Connection, stream: str, entry_ids: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        """
+        INSERT INTO stream_entries_done (stream, entry_id)
+        SELECT $1, unnest($2::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING entry_id
+        """,
+        stream,
+        entry_ids,
+    )
+    return {row["entry_id"] for row in rows}
+
+
+async def _run_keys(conn: asyncpg.Connection, run_ids: set[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT id, public_id FROM runs WHERE public_id = ANY($1::text[])", list(run_ids)
+    )
+    return {row["public_id"]: row["id"] for row in rows}
+
+
+def _event_columns(
+    batches: Sequence[StreamBatch], run_keys: dict[str, int]
+) -> tuple[list[list[object]], int]:
+    """Flatten the events of existing runs into column arrays; count the rest as discarded."""
+    columns: list[list[object]] = [[] for _ in range(9)]
+    seen: set[tuple[int, str]] = set()
+    discarded = 0
+    for batch in batches:
+        run_key = run_keys.get(batch.run_id)
+        if run_key is None:
+            discarded += len(batch.events)
+            continue
+        for event in batch.events:
+            if (run_key, event.event_id) in seen:
+                continue
+            seen.add((run_key, event.event_id))
+            payload = bytes(event.payload)
+            values = (
+                event.public_id,
+                run_key,
+                event.event_id,
+                event.event_type,
+                event.severity,
+                event.message,
+                None if payload == _NULL else payload.decode(),
+                event.occurred_at,
+                batch.received_at,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+    return columns, discarded
+
+
+async def _insert_events(
+    conn: asyncpg.Connection, columns: list[list[object]]
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        INSERT INTO events (public_id, run_id, event_id, event_type, severity, message, payload,
+                            occurred_at, received_at)
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[])
+        ON CONFLICT (run_id, event_id) DO NOTHING
+        RETURNING run_id, event_type, severity
+        """,
+        *columns,
+    )
+
+
+async def _update_scores(
+    conn: asyncpg.Connection, deltas: dict[int, Counters], processed: dict[int, int]
+) -> None:
+    run_keys = sorted(processed)
+    # Locking in run order means two workers touching the same runs cannot deadlock.
+    rows = await conn.fetch(
+        "SELECT * FROM run_scores WHERE run_id = ANY($1::bigint[]) ORDER BY run_id FOR UPDATE",
+        run_keys,
+    )
+    updates: list[tuple[object, ...]] = []
+    for row in rows:
+        counters = Counters(**{name: row[name] for name in _COUNTER_FIELDS})
+        delta = deltas.get(row["run_id"])
+        if delta is not None:
+            for name in _COUNTER_FIELDS:
+                setattr(counters, name, getattr(counters, name) + getattr(delta, name))
+        score = score_counters(counters)
+        updates.append(
+            (
+                row["run_id"],
+                row["processed_events"] + processed[row["run_id"]],
+                *(getattr(counters, name) for name in _COUNTER_FIELDS),
+                score.score,
+                score.grade,
+            )
+        )
+    await conn.executemany(
+        f"""
+        UPDATE run_scores SET processed_events = $2,
+            {", ".join(f"{name} = ${i + 3}" for i, name in enumerate(_COUNTER_FIELDS))},
+            score = ${len(_COUNTER_FIELDS) + 3}, grade = ${len(_COUNTER_FIELDS) + 4},
+            updated_at = now()
+        WHERE run_id = $1
+        """,
+        updates,
+    )
+
+
+async def persist_entries(
+    conn: asyncpg.Connection, stream: str, entries: Sequence[tuple[str, StreamBatch]]
+) -> PersistResult:
+    """Persist `(entry id, batch)` pairs of one stream in one transaction."""
+    result = PersistResult()
+    async with conn.transaction():
+        new_ids = await _claim_entries(conn, stream, [entry_id for entry_id, _ in entries])
+        result.skipped_entries = len(entries) - len(new_ids)
+        batches = [batch for entry_id, batch in entries if entry_id in new_ids]
+        result.entries = len(batches)
+        if not batches:
+            return result
+        run_keys = await _run_keys(conn, {batch.run_id for batch in batches})
+        columns, result.discarded = _event_columns(batches, run_keys)
+        inserted = await _insert_events(conn, columns) if columns[0] else []
+        result.inserted = len(inserted)
+        deltas: dict[int, Counters] = defaultdict(Counters)
+        for row in inserted:
+            deltas[row["run_id"]].add(row["event_type"], row["severity"])
+        processed: dict[int, int] = defaultdict(int)
+        for batch in batches:
+            if (run_key := run_keys.get(batch.run_id)) is not None:
+                processed[run_key] += len(batch.events)
+        result.duplicates = sum(processed.values()) - result.inserted
+        if processed:
+            await _update_scores(conn, deltas, processed)
+    if result.discarded:
+        log.info("discarded %d events of deleted runs from %s", result.discarded, stream)
+    return result

@@ -1,0 +1,121 @@
+"""The worker process: arq for maintenance jobs, plus one stream consumer per shard.
+
+arq polls its own job queue and does not read streams, so the consumers are plain
+asyncio tasks started in `on_startup` and stopped in `on_shutdown`. arq handles
+SIGINT and SIGTERM: it stops taking jobs and runs `on_shutdown`, where each consumer
+finishes its batch, commits and acknowledges before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+
+from core import streams
+from core.config import Settings
+from core.connections import connect_postgres, connect_redis
+from workers.consumer import ShardConsumer
+
+__all__ = ["reclaim_stale_entries", "worker_settings"]
+
+log = logging.getLogger(__name__)
+
+_STOP_TIMEOUT_S = 30.0
+_MAX_CLAIMS_PER_RUN = 1000
+
+
+async def reclaim_stale_entries(ctx: dict[str, Any]) -> int:
+    """Claim entries left pending by consumers idle past `reclaim_idle_ms` (dead ones).
+
+    The claimed entries join this process's consumer of the same shard, which then
+    persists them; persisting is idempotent, so a slow consumer that was not dead
+    and finishes too changes nothing.
+    """
+    settings: Settings = ctx["settings"]
+    claimed_total = 0
+    for consumer in ctx["consumers"]:
+        start = "0-0"
+        while claimed_total < _MAX_CLAIMS_PER_RUN:
+            reply = await ctx["stream_redis"].xautoclaim(
+                consumer.keys.events,
+                streams.CONSUMER_GROUP,
+                consumer.name,
+                min_idle_time=settings.reclaim_idle_ms,
+                start_id=start,
+                count=100,
+            )
+            start, claimed = reply[0], reply[1]
+            if claimed:
+                claimed_total += len(claimed)
+                consumer.wake_for_pending()
+            if start in (b"0-0", "0-0"):
+                break
+    if claimed_total:
+        log.warning("reclaimed %d entries from idle consumers", claimed_total)
+    return claimed_total
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    assert settings.database_url and settings.redis_url
+    ctx["pool"] = await connect_postgres(settings.database_url, max_size=settings.stream_shards + 2)
+    ctx["stream_redis"] = connect_redis(settings.redis_url, settings)
+    consumers = [
+        ShardConsumer(shard=shard, settings=settings, pool=ctx["pool"], redis=ctx["stream_redis"])
+        for shard in range(settings.stream_shards)
+    ]
+    ctx["consumers"] = consumers
+    ctx["consumer_tasks"] = [
+        asyncio.create_task(consumer.run(), name=f"consumer-{consumer.name}")
+        for consumer in consumers
+    ]
+    log.info("worker started %d stream consumers", len(consumers))
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    for consumer in ctx.get("consumers", []):
+        consumer.stop()
+    tasks = ctx.get("consumer_tasks", [])
+    if tasks:
+        done, pending = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+        for task in pending:
+            log.error(
+                "consumer %s did not stop within %.0f s; cancelling",
+                task.get_name(),
+                _STOP_TIMEOUT_S,
+            )
+            task.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("consumer %s failed: %r", task.get_name(), task.exception())
+    if "stream_redis" in ctx:
+        await ctx["stream_redis"].aclose()
+    if "pool" in ctx:
+        await ctx["pool"].close()
+    log.info("worker stopped")
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """arq settings for a worker bound to `settings`."""
+    assert settings.redis_url
+    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings.conn_timeout = 5
+    return {
+        "functions": [],
+        "cron_jobs": [
+            cron(
+                reclaim_stale_entries, second=set(range(0, 60, 15)), run_at_startup=True, timeout=60
+            ),
+        ],
+        "on_startup": _startup,
+        "on_shutdown": _shutdown,
+        "redis_settings": redis_settings,
+        "ctx": {"settings": settings},
+        "queue_name": "softadastra:jobs",
+        "handle_signals": True,
+        "max_jobs": 4,
+    }

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
@@ -27,6 +28,8 @@ from core.http import ok
 __all__ = ["create_app", "ctx", "health_routes"]
 
 log = logging.getLogger(__name__)
+# One line per request; raise this logger's level to silence it on a busy ingest.
+access_log = logging.getLogger("softadastra.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CORS_HEADERS = [
@@ -66,12 +69,13 @@ class RequestIdMiddleware:
                 break
         request_id = request_id or f"req_{secrets.token_hex(12)}"
         scope.setdefault("state", {})["request_id"] = request_id
-        started = False
+        status = 0
+        began = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
@@ -80,7 +84,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("request %s %s %s failed", request_id, scope["method"], scope["path"])
-            if started:
+            if status:
                 raise
             response = error_response(
                 500,
@@ -89,6 +93,16 @@ class RequestIdMiddleware:
                 "when reporting it",
             )
             await response(scope, receive, send_with_id)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %s %d %.1fms",
+                    request_id,
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - began) * 1000,
+                )
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:

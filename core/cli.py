@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, access_log=settings.access_log)
         if args.command == "demo":
             from core.demo import run_demo
 

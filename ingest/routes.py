@@ -20,9 +20,17 @@ from core.auth import AgentIdentity, agent_key_from
 from core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
 from core.http import decode_body, ok, read_body
 from core.repositories.runs import RunScope
+from core.services import reports as reports_service
 from core.services import runs as runs_service
 from ingest.events import now_utc, parse_events
-from schema.structs import FINAL_STATUSES, RunCreate, RunFinish, RunStatusIn, StreamBatch
+from schema.structs import (
+    FINAL_STATUSES,
+    ReportIn,
+    RunCreate,
+    RunFinish,
+    RunStatusIn,
+    StreamBatch,
+)
 
 __all__ = ["routes"]
 
@@ -31,6 +39,7 @@ log = logging.getLogger(__name__)
 _run_create = msgspec.json.Decoder(RunCreate)
 _run_status = msgspec.json.Decoder(RunStatusIn)
 _run_finish = msgspec.json.Decoder(RunFinish)
+_report = msgspec.json.Decoder(ReportIn)
 _entry_encoder = msgspec.json.Encoder()
 
 
@@ -158,9 +167,25 @@ def _raise_for_outcome(outcome: streams.AppendOutcome, run_id: str, detail: str)
     )
 
 
+async def submit_report(request: Request) -> Response:
+    agent = await _agent(request)
+    context = ctx(request)
+    body = await decode_body(request, _report, max_bytes=context.settings.max_bulk_body_bytes)
+    assert body is not None
+    async with context.pool.acquire() as conn:
+        run = await runs_service.load_run(
+            conn, RunScope(project_key=agent.project_key), request.path_params["run_id"]
+        )
+        row, created = await reports_service.submit_report(conn, run=run, body=body)
+    if created:
+        return ok(reports_service.report_json(row), "Report created", status=201)
+    return ok(reports_service.report_json(row), "Report updated")
+
+
 routes = [
     Route("/api/runs", create_run, methods=["POST"]),
     Route("/api/runs/{run_id}/status", update_status, methods=["POST", "PATCH"]),
     Route("/api/runs/{run_id}/finish", finish_run, methods=["POST"]),
     Route("/api/runs/{run_id}/events", append_events, methods=["POST"]),
+    Route("/api/runs/{run_id}/report", submit_report, methods=["POST", "PUT"]),
 ]

@@ -16,7 +16,8 @@ async def signup(client: httpx.AsyncClient, *, name: str = "Test User") -> dict[
     """Register a fresh user; return its Authorization header."""
     email = f"user-{secrets.token_hex(4)}@example.com"
     response = await client.post(
-        "/api/auth/register", json={"email": email, "password": "correct horse battery", "name": name}
+        "/api/auth/register",
+        json={"email": email, "password": "correct horse battery", "name": name},
     )
     assert response.status_code == 201, response.text
     return {"Authorization": f"Bearer {response.json()['data']['token']}"}
@@ -41,11 +42,17 @@ async def new_agent(client: httpx.AsyncClient, user: dict[str, str] | None = Non
     )
     assert agent.status_code == 201, agent.text
     data = agent.json()["data"]
-    return Agent(user=user, project_id=project_id, agent_id=data["agent"]["id"], key=data["api_key"])
+    return Agent(
+        user=user, project_id=project_id, agent_id=data["agent"]["id"], key=data["api_key"]
+    )
 
 
 async def create_run(client: httpx.AsyncClient, agent: Agent, **fields: Any) -> str:
-    body = {"target_url": "https://orders.example.com/orders", "scenario": "timeout_retry", **fields}
+    body = {
+        "target_url": "https://orders.example.com/orders",
+        "scenario": "timeout_retry",
+        **fields,
+    }
     response = await client.post("/api/runs", json=body, headers=agent.headers)
     assert response.status_code == 201, response.text
     return str(response.json()["data"]["id"])

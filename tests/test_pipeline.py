@@ -26,7 +26,9 @@ async def test_batch_through_pipeline_settles_score(
         event("duplicate_detected", "error", event_id="d1"),
         event("recovery_succeeded", event_id="r1"),
     ]
-    response = await client.post(f"/api/runs/{run_id}/events", json={"events": batch}, headers=agent.headers)
+    response = await client.post(
+        f"/api/runs/{run_id}/events", json={"events": batch}, headers=agent.headers
+    )
     assert response.status_code == 202
     assert response.json()["data"] == {"accepted": 100, "rejected": []}
 
@@ -37,7 +39,12 @@ async def test_batch_through_pipeline_settles_score(
     # 100 - 20 (duplicate) - 10 (timeout) - 8 (one error) - 3 (one warning)
     assert score["score"] == 59
     assert score["grade"] == "D"
-    assert score["risks"] == {"data_loss": False, "duplicate": True, "timeout": True, "recovery": False}
+    assert score["risks"] == {
+        "data_loss": False,
+        "duplicate": True,
+        "timeout": True,
+        "recovery": False,
+    }
     assert score["counts"]["total"] == 100
     assert score["pending_events"] == 0
 
@@ -48,14 +55,20 @@ async def test_score_readable_by_owner_token(
     agent = await new_agent(client)
     run_id = await create_run(client, agent)
     await client.post(
-        f"/api/runs/{run_id}/events", json=event("request_timeout", "warning"), headers=agent.headers
+        f"/api/runs/{run_id}/events",
+        json=event("request_timeout", "warning"),
+        headers=agent.headers,
     )
-    await client.post(f"/api/runs/{run_id}/finish", json={"status": "failed"}, headers=agent.headers)
+    await client.post(
+        f"/api/runs/{run_id}/finish", json={"status": "failed"}, headers=agent.headers
+    )
     score = await wait_settled(client, run_id, agent.user)
     assert (score["score"], score["grade"]) == (87, "B")
 
 
-async def test_single_event_is_accepted(client: httpx.AsyncClient, consumers: list[ShardConsumer]) -> None:
+async def test_single_event_is_accepted(
+    client: httpx.AsyncClient, consumers: list[ShardConsumer]
+) -> None:
     agent = await new_agent(client)
     run_id = await create_run(client, agent)
     response = await client.post(
@@ -76,12 +89,16 @@ async def test_single_event_is_accepted(client: httpx.AsyncClient, consumers: li
     assert stored["id"].startswith("evt_")
 
 
-async def test_resent_ids_count_once(client: httpx.AsyncClient, consumers: list[ShardConsumer]) -> None:
+async def test_resent_ids_count_once(
+    client: httpx.AsyncClient, consumers: list[ShardConsumer]
+) -> None:
     agent = await new_agent(client)
     run_id = await create_run(client, agent)
     batch = {"events": [event("request_timeout", "warning", event_id=f"t{i}") for i in range(3)]}
     for _ in range(3):
-        response = await client.post(f"/api/runs/{run_id}/events", json=batch, headers=agent.headers)
+        response = await client.post(
+            f"/api/runs/{run_id}/events", json=batch, headers=agent.headers
+        )
         assert response.status_code == 202
     await client.post(f"/api/runs/{run_id}/finish", headers=agent.headers)
     score = await wait_settled(client, run_id, agent.headers)
@@ -101,7 +118,9 @@ async def test_batch_rejects_bad_events_by_index(
         event("request_sent", message="a\u0000b"),
         event("request_sent"),
     ]
-    response = await client.post(f"/api/runs/{run_id}/events", json={"events": batch}, headers=agent.headers)
+    response = await client.post(
+        f"/api/runs/{run_id}/events", json={"events": batch}, headers=agent.headers
+    )
     assert response.status_code == 202
     data = response.json()["data"]
     assert data["accepted"] == 2
@@ -109,7 +128,9 @@ async def test_batch_rejects_bad_events_by_index(
     assert "severity" in data["rejected"][1]["message"]
 
 
-async def test_gzip_batch_is_accepted(client: httpx.AsyncClient, consumers: list[ShardConsumer]) -> None:
+async def test_gzip_batch_is_accepted(
+    client: httpx.AsyncClient, consumers: list[ShardConsumer]
+) -> None:
     agent = await new_agent(client)
     run_id = await create_run(client, agent)
     body = gzip.compress(msgspec.json.encode({"events": [event("request_sent")] * 10}))
@@ -175,7 +196,9 @@ async def test_run_state_reloads_after_redis_flush(
 
 
 async def test_missing_agent_key_is_unauthorized(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/runs", json={"target_url": "https://x.test", "scenario": "ab"})
+    response = await client.post(
+        "/api/runs", json={"target_url": "https://x.test", "scenario": "ab"}
+    )
     assert response.status_code == 401
     body = response.json()
     assert body == {"success": False, "error": "unauthorized", "message": body["message"]}

@@ -29,7 +29,9 @@ def score_of(*events: tuple[str, str]) -> tuple[int, str]:
         ),
     ],
 )
-def test_score_pinned_examples(events: tuple[tuple[str, str], ...], expected: tuple[int, str]) -> None:
+def test_score_pinned_examples(
+    events: tuple[tuple[str, str], ...], expected: tuple[int, str]
+) -> None:
     assert score_of(*events) == expected
 
 
@@ -61,7 +63,12 @@ def test_score_clamps_at_zero() -> None:
 
 def test_score_risk_flags() -> None:
     result = score_counters(Counters.from_events([("request_timeout", "warning")]))
-    assert result.risks == {"data_loss": False, "duplicate": False, "timeout": True, "recovery": False}
+    assert result.risks == {
+        "data_loss": False,
+        "duplicate": False,
+        "timeout": True,
+        "recovery": False,
+    }
 
 
 def test_score_deductions_sum_to_penalty() -> None:
@@ -79,8 +86,18 @@ def test_score_deductions_sum_to_penalty() -> None:
 
 @pytest.mark.parametrize(
     ("score", "grade"),
-    [(100, "A"), (90, "A"), (89, "B"), (75, "B"), (74, "C"), (60, "C"), (59, "D"), (40, "D"),
-     (39, "F"), (0, "F")],
+    [
+        (100, "A"),
+        (90, "A"),
+        (89, "B"),
+        (75, "B"),
+        (74, "C"),
+        (60, "C"),
+        (59, "D"),
+        (40, "D"),
+        (39, "F"),
+        (0, "F"),
+    ],
 )
 def test_grade_boundaries(score: int, grade: str) -> None:
     assert grade_for(score) == grade

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from api.routes import accounts, agents, projects, runs
+from api.routes import accounts, agents, events, projects, reports, runs
 
 __all__ = ["routes"]
 
-routes: list[BaseRoute] = [*accounts.routes, *projects.routes, *agents.routes, *runs.routes]
+routes: list[BaseRoute] = [
+    *accounts.routes,
+    *projects.routes,
+    *agents.routes,
+    *runs.routes,
+    *events.routes,
+    *reports.routes,
+]

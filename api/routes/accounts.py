@@ -9,6 +9,7 @@ from api.deps import current_user
 from core.app import ctx
 from core.errors import Unauthorized
 from core.http import decode_body, ok
+from core.ratelimit import take_token
 from core.repositories import users as users_repo
 from core.services import accounts
 from schema.structs import LoginIn, RegisterIn
@@ -34,6 +35,16 @@ async def login(request: Request) -> Response:
     context = ctx(request)
     body = await decode_body(request, _login, max_bytes=context.settings.max_request_body_bytes)
     assert body is not None
+    address = request.client.host if request.client else "unknown"
+    await take_token(
+        context.redis, accounts.LOGIN_PER_ADDRESS, address, what="login attempts from this address"
+    )
+    await take_token(
+        context.redis,
+        accounts.LOGIN_PER_ACCOUNT,
+        body.email.lower(),
+        what="login attempts for this account",
+    )
     async with context.pool.acquire() as conn:
         data = await accounts.login(
             conn, body=body, passwords=context.passwords, tokens=context.tokens

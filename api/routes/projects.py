@@ -11,6 +11,7 @@ from core.app import ctx
 from core.http import decode_body, listing, ok, page_params
 from core.repositories import projects as projects_repo
 from core.services import projects as projects_service
+from core.services import summaries as summaries_service
 from schema.structs import ProjectIn
 
 __all__ = ["routes"]
@@ -84,10 +85,23 @@ async def delete_project(request: Request) -> Response:
     return ok({"id": project_id, "deleted": True}, "Project deleted")
 
 
+async def project_scores(request: Request) -> Response:
+    """Latest score, averages and trend over the project's last `last` runs (default 20)."""
+    user = await current_user(request)
+    last, _ = page_params(request, default_limit=20, max_limit=100, limit_name="last")
+    async with ctx(request).pool.acquire() as conn:
+        project = await projects_service.load_project(
+            conn, user_key=user.user_key, public_id=request.path_params["project_id"]
+        )
+        data = await summaries_service.project_summary(conn, project=project, last=last)
+    return ok(data, "Project scores loaded")
+
+
 routes = [
     Route("/api/projects", list_projects, methods=["GET"]),
     Route("/api/projects", create_project, methods=["POST"]),
     Route("/api/projects/{project_id}", get_project, methods=["GET"]),
     Route("/api/projects/{project_id}", update_project, methods=["PUT", "PATCH"]),
     Route("/api/projects/{project_id}", delete_project, methods=["DELETE"]),
+    Route("/api/projects/{project_id}/scores", project_scores, methods=["GET"]),
 ]

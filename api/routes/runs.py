@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -10,29 +9,16 @@ from core.app import ctx
 from core.errors import NotFound, ValidationFailed
 from core.http import listing, ok, page_params
 from core.repositories import events as events_repo
+from core.repositories import reports as reports_repo
 from core.repositories import runs as runs_repo
 from core.repositories.runs import RunScope
+from core.services import reports as reports_service
 from core.services import runs as runs_service
 from core.services import scores as scores_service
+from core.services.events import event_json
 from schema.structs import RUN_STATUSES
 
 __all__ = ["routes"]
-
-
-def event_json(row) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    payload = row["payload"]
-    return {
-        "id": row["public_id"],
-        "run_id": row["run_id"],
-        "event_id": row["event_id"],
-        "event_type": row["event_type"],
-        "severity": row["severity"],
-        "message": row["message"],
-        "payload": msgspec.Raw(payload.encode()) if payload is not None else None,
-        "occurred_at": row["occurred_at"],
-        "received_at": row["received_at"],
-        "created_at": row["created_at"],
-    }
 
 
 async def _filter_keys(conn, scope: RunScope, request: Request) -> tuple[int | None, int | None]:  # type: ignore[no-untyped-def]
@@ -105,10 +91,31 @@ async def get_score(request: Request) -> Response:
     return ok(data, "Score loaded")
 
 
+async def get_run_report(request: Request) -> Response:
+    scope = await reader_scope(request)
+    async with ctx(request).pool.acquire() as conn:
+        run = await runs_service.load_run(conn, scope, request.path_params["run_id"])
+        row = await reports_service.load_report_for_run(conn, run=run)
+    return ok(reports_service.report_json(row), "Report loaded")
+
+
+async def delete_run_report(request: Request) -> Response:
+    user = await current_user(request)
+    async with ctx(request).pool.acquire() as conn:
+        run = await runs_service.load_run(
+            conn, RunScope(user_key=user.user_key), request.path_params["run_id"]
+        )
+        row = await reports_service.load_report_for_run(conn, run=run)
+        await reports_repo.delete_report(conn, report_key=row["id"])
+    return ok({"id": row["public_id"], "deleted": True}, "Report deleted")
+
+
 routes = [
     Route("/api/runs", list_runs, methods=["GET"]),
     Route("/api/runs/{run_id}", get_run, methods=["GET"]),
     Route("/api/runs/{run_id}", delete_run, methods=["DELETE"]),
     Route("/api/runs/{run_id}/events", list_run_events, methods=["GET"]),
     Route("/api/runs/{run_id}/score", get_score, methods=["GET"]),
+    Route("/api/runs/{run_id}/report", get_run_report, methods=["GET"]),
+    Route("/api/runs/{run_id}/report", delete_run_report, methods=["DELETE"]),
 ]

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.deps import reader_scope
+from core.app import ctx
+from core.errors import NotFound
+from core.http import listing, ok, page_params
+from core.repositories import events as events_repo
+from core.services import runs as runs_service
+from core.services.events import event_json
+
+__all__ = ["routes"]
+
+
+async def list_events(request: Request) -> Response:
+    """Events of one run (`run_id`, oldest first) or of every run in scope (newest first)."""
+    scope = await reader_scope(request)
+    limit, offset = page_params(request, default_limit=50, max_limit=500)
+    run_id = request.query_params.get("run_id")
+    async with ctx(request).pool.acquire() as conn:
+        if run_id:
+            run = await runs_service.load_run(conn, scope, run_id)
+            rows = await events_repo.list_events(
+                conn, run_key=run["id"], limit=limit, offset=offset
+            )
+            total = await events_repo.count_events(conn, run_key=run["id"])
+        else:
+            rows = await events_repo.list_scope_events(conn, scope, limit=limit, offset=offset)
+            total = await events_repo.count_scope_events(conn, scope)
+    items = [event_json(row) for row in rows]
+    return listing(items, total=total, limit=limit, offset=offset, message="Events loaded")
+
+
+async def get_event(request: Request) -> Response:
+    scope = await reader_scope(request)
+    event_id = request.path_params["event_id"]
+    async with ctx(request).pool.acquire() as conn:
+        row = await events_repo.get_event(conn, scope, event_id)
+    if row is None:
+        raise NotFound("event", event_id)
+    return ok(event_json(row), "Event loaded")
+
+
+routes = [
+    Route("/api/events", list_events, methods=["GET"]),
+    Route("/api/events/{event_id}", get_event, methods=["GET"]),
+]

@@ -1,0 +1,65 @@
+"""Token buckets kept in Redis, so every process of a service shares the same limits."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import redis.asyncio as aioredis
+
+from core.errors import TooManyRequests
+from core.streams import RedisScript
+
+__all__ = ["Limit", "take_token"]
+
+# Refill by the time elapsed since the last call (Redis' own clock, so processes with
+# skewed clocks agree), take `cost` tokens if there are enough, and return
+# {allowed, milliseconds until enough tokens}.
+_TOKEN_BUCKET = RedisScript(
+    """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local last = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - last) * rate / 1000)
+local allowed = 0
+local wait_ms = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+else
+  wait_ms = math.ceil((cost - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return {allowed, wait_ms}
+"""
+)
+
+
+class Limit:
+    """`burst` requests at once, refilled at `per_s` requests per second."""
+
+    __slots__ = ("burst", "name", "per_s")
+
+    def __init__(self, name: str, *, per_s: float, burst: int) -> None:
+        self.name = name
+        self.per_s = per_s
+        self.burst = burst
+
+
+async def take_token(redis: aioredis.Redis, limit: Limit, subject: str, *, what: str) -> None:
+    """Take one token for `subject`, or raise 429 `rate_limited` with Retry-After."""
+    digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
+    allowed, wait_ms = await _TOKEN_BUCKET(
+        redis, (f"sa:rate:{limit.name}:{digest}",), (limit.per_s, limit.burst, 1)
+    )
+    if not int(allowed):
+        retry_after_s = max(1, math.ceil(int(wait_ms) / 1000))
+        raise TooManyRequests(
+            f"Too many {what}; retry after {retry_after_s} s", retry_after_s=retry_after_s
+        )

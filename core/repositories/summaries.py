@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import asyncpg
+
+__all__ = ["recent_run_scores"]
+
+
+async def recent_run_scores(
+    conn: asyncpg.Connection, *, project_key: int, limit: int
+) -> list[asyncpg.Record]:
+    """The newest runs of a project with their stored scores, newest first."""
+    return await conn.fetch(
+        """
+        SELECT r.public_id AS run_id, r.status, r.scenario, r.created_at, r.finished_at,
+               s.score, s.grade, s.data_loss, s.duplicate, s.timeout, s.recovery
+        FROM runs r JOIN run_scores s ON s.run_id = r.id
+        WHERE r.project_id = $1
+        ORDER BY r.id DESC LIMIT $2
+        """,
+        project_key,
+        limit,
+    )

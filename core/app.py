@@ -113,6 +113,15 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return error_response(error.status_code, error.code, error.message, error.headers)
 
 
+async def _bad_text(request: Request, exc: Exception) -> Response:
+    log.warning("request %s: PostgreSQL rejected text: %r", request.state.request_id, exc)
+    return error_response(
+        400,
+        "validation_failed",
+        "The request contains text PostgreSQL cannot store (U+0000 or invalid UTF-8); remove it",
+    )
+
+
 async def health(request: Request) -> Response:
     settings = ctx(request).settings
     data = {
@@ -186,6 +195,8 @@ def create_app(settings: Settings, routes: Sequence[BaseRoute]) -> Starlette:
         ConnectionRefusedError,
     ):
         handlers[unavailable] = _unavailable
+    handlers[asyncpg.CharacterNotInRepertoireError] = _bad_text
+    handlers[asyncpg.UntranslatableCharacterError] = _bad_text
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["ConfigError", "Settings", "load_dotenv"]
@@ -55,6 +56,47 @@ def _parse_int(name: str, raw: str, *, minimum: int, maximum: int | None = None)
     return value
 
 
+_TEXT_VARS = {
+    "CLOUD_SERVICE_NAME": "service_name",
+    "SERVER_HOST": "host",
+    "CLOUD_CORS_ALLOWED_ORIGIN": "cors_allowed_origin",
+    "CLOUD_JWT_SECRET": "jwt_secret",
+    "CLOUD_AGENT_API_KEY_SECRET": "agent_api_key_secret",
+    "CLOUD_DATABASE_URL": "database_url",
+    "CLOUD_REDIS_URL": "redis_url",
+    "CLOUD_LOG_LEVEL": "log_level",
+}
+# Variable -> (field, minimum, maximum or None).
+_INT_VARS = {
+    "SERVER_PORT": ("port", 1, 65535),
+    "CLOUD_MAX_REQUEST_BODY_BYTES": ("max_request_body_bytes", 1024, None),
+    "CLOUD_MAX_BULK_BODY_BYTES": ("max_bulk_body_bytes", 1024, None),
+    "CLOUD_JWT_TTL_S": ("jwt_ttl_s", 60, None),
+    "CLOUD_STREAM_SHARDS": ("stream_shards", 1, 1024),
+    "CLOUD_STREAM_BATCH_SIZE": ("stream_batch_size", 1, 10_000),
+    "CLOUD_STREAM_BLOCK_MS": ("stream_block_ms", 10, 10_000),
+    "CLOUD_BACKLOG_LIMIT_EVENTS": ("backlog_limit_events", 1, None),
+    "CLOUD_RECLAIM_IDLE_MS": ("reclaim_idle_ms", 1000, None),
+    "CLOUD_MAX_DELIVERIES": ("max_deliveries", 1, 1000),
+    "CLOUD_AGENT_CACHE_TTL_S": ("agent_cache_ttl_s", 0, 300),
+}
+_BOOL_VARS = {"CLOUD_ACCESS_LOG": "access_log", "CLOUD_AUTO_MIGRATE": "auto_migrate"}
+
+
+def _typed_values(get: Callable[[str], str | None]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for name, field in _TEXT_VARS.items():
+        if (raw := get(name)) is not None:
+            values[field] = raw
+    for name, (field, minimum, maximum) in _INT_VARS.items():
+        if (raw := get(name)) is not None:
+            values[field] = _parse_int(name, raw, minimum=minimum, maximum=maximum)
+    for name, field in _BOOL_VARS.items():
+        if (raw := get(name)) is not None:
+            values[field] = _parse_bool(name, raw)
+    return values
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     service_name: str = "softadastra-cloud"
@@ -99,39 +141,7 @@ class Settings:
             value = env.get(name)
             return value if value not in (None, "") else None
 
-        values: dict[str, object] = {}
-        text_vars = {
-            "CLOUD_SERVICE_NAME": "service_name",
-            "SERVER_HOST": "host",
-            "CLOUD_CORS_ALLOWED_ORIGIN": "cors_allowed_origin",
-            "CLOUD_JWT_SECRET": "jwt_secret",
-            "CLOUD_AGENT_API_KEY_SECRET": "agent_api_key_secret",
-            "CLOUD_DATABASE_URL": "database_url",
-            "CLOUD_REDIS_URL": "redis_url",
-            "CLOUD_LOG_LEVEL": "log_level",
-        }
-        for name, field in text_vars.items():
-            if (raw := get(name)) is not None:
-                values[field] = raw
-        int_vars = {
-            "SERVER_PORT": ("port", 1, 65535),
-            "CLOUD_MAX_REQUEST_BODY_BYTES": ("max_request_body_bytes", 1024, None),
-            "CLOUD_MAX_BULK_BODY_BYTES": ("max_bulk_body_bytes", 1024, None),
-            "CLOUD_JWT_TTL_S": ("jwt_ttl_s", 60, None),
-            "CLOUD_STREAM_SHARDS": ("stream_shards", 1, 1024),
-            "CLOUD_STREAM_BATCH_SIZE": ("stream_batch_size", 1, 10_000),
-            "CLOUD_STREAM_BLOCK_MS": ("stream_block_ms", 10, 10_000),
-            "CLOUD_BACKLOG_LIMIT_EVENTS": ("backlog_limit_events", 1, None),
-            "CLOUD_RECLAIM_IDLE_MS": ("reclaim_idle_ms", 1000, None),
-            "CLOUD_MAX_DELIVERIES": ("max_deliveries", 1, 1000),
-        }
-        for name, (field, minimum, maximum) in int_vars.items():
-            if (raw := get(name)) is not None:
-                values[field] = _parse_int(name, raw, minimum=minimum, maximum=maximum)
-        if (raw := get("CLOUD_AGENT_CACHE_TTL_S")) is not None:
-            values["agent_cache_ttl_s"] = float(
-                _parse_int("CLOUD_AGENT_CACHE_TTL_S", raw, minimum=0, maximum=300)
-            )
+        values = _typed_values(get)
         environment = (get("CLOUD_ENVIRONMENT") or "development").lower()
         if environment not in ENVIRONMENTS:
             raise ConfigError(
@@ -143,10 +153,6 @@ class Settings:
         values["dev_mode"] = (
             _parse_bool("CLOUD_DEV_MODE", dev_mode) if dev_mode else environment != "production"
         )
-        if (raw := get("CLOUD_ACCESS_LOG")) is not None:
-            values["access_log"] = _parse_bool("CLOUD_ACCESS_LOG", raw)
-        if (raw := get("CLOUD_AUTO_MIGRATE")) is not None:
-            values["auto_migrate"] = _parse_bool("CLOUD_AUTO_MIGRATE", raw)
         if (raw := get("CLOUD_DATA_DIR")) is not None:
             values["data_dir"] = Path(raw)
         return cls(**values)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ ServiceError              500 internal_error
  ├── Forbidden            403 forbidden
  ├── NotFound             404 <noun>_not_found
  ├── Conflict             409 conflict (or a more specific code)
+ ├── RequestTimeout       408 request_timeout
  ├── PayloadTooLarge      413 payload_too_large
  ├── UnsupportedMediaType 415 unsupported_media_type
  ├── TooManyRequests      429 rate_limited or backlog_full, with Retry-After
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidCredentials",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ServiceError",
     "ServiceUnavailable",
     "TooManyRequests",
@@ -87,6 +89,11 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status_code = 409
     code = "conflict"
+
+
+class RequestTimeout(ServiceError):
+    status_code = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(ServiceError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 from typing import Any, TypeVar
@@ -10,10 +11,11 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from core.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from core.errors import PayloadTooLarge, RequestTimeout, UnsupportedMediaType, ValidationFailed
 
 __all__ = [
     "decode_body",
+    "decode_error_message",
     "decode_json",
     "listing",
     "ok",
@@ -23,6 +25,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# A client that announces a body and then stalls holds a connection and a task; this
+# bounds how long. Uploads of the largest body (5 MiB) take far less on any link
+# that can run an agent.
+BODY_READ_TIMEOUT_S = 30.0
 
 _encoder = msgspec.json.Encoder()
 _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
@@ -74,6 +81,20 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            return await _read_limited(request, encoding=encoding, max_bytes=max_bytes)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"Request body did not arrive within {BODY_READ_TIMEOUT_S:.0f} s; "
+            "check Content-Length and resend"
+        ) from None
+
+
+async def _read_limited(request: Request, *, encoding: str, max_bytes: int) -> bytes:
+    too_large = PayloadTooLarge(
+        f"Request body is larger than {max_bytes} bytes; send smaller batches"
+    )
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if encoding == "gzip" else None
     received = 0
     chunks: list[bytes] = []
@@ -93,9 +114,23 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
         if size > max_bytes:
             raise too_large
         chunks.append(chunk)
-    if inflater is not None and not inflater.eof and received:
-        raise ValidationFailed("Request body is truncated gzip; send the complete stream")
+    if inflater is not None and received:
+        if not inflater.eof:
+            raise ValidationFailed("Request body is truncated gzip; send the complete stream")
+        if inflater.unused_data:
+            raise ValidationFailed("Request body has bytes after the gzip stream; send one stream")
     return b"".join(chunks)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+MAX_NESTING_HINT = "JSON nested too deeply; keep nesting under a few hundred levels"
+
+
+def decode_error_message(body: bytes, exc: msgspec.DecodeError) -> str:
+    """Explain why a body is not acceptable JSON text."""
+    if _SURROGATE_ESCAPE.search(body) and "truncated" in str(exc):
+        return "Request body contains a lone surrogate (\\ud800-\\udfff); send valid UTF-16 pairs"
+    return f"Request body is not valid JSON ({exc}); send a JSON object in UTF-8"
 
 
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
@@ -105,10 +140,9 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     except msgspec.ValidationError as exc:
         raise ValidationFailed(validation_message(str(exc))) from None
     except msgspec.DecodeError as exc:
-        raise ValidationFailed(
-            f"Request body is not valid JSON ({exc}); send a JSON object in UTF-8 "
-            "without lone surrogates"
-        ) from None
+        raise ValidationFailed(decode_error_message(body, exc)) from None
+    except RecursionError:
+        raise ValidationFailed(f"Request body is {MAX_NESTING_HINT}") from None
 
 
 async def decode_body(
@@ -175,9 +209,9 @@ def _parse_int_param(request: Request, name: str, default: int) -> int:
 
 
 def page_params(
-    request: Request, *, default_limit: int = 20, max_limit: int = 100
+    request: Request, *, default_limit: int = 20, max_limit: int = 100, limit_name: str = "limit"
 ) -> tuple[int, int]:
     """Return `(limit, offset)`, clamped to `1..max_limit` and `>= 0`."""
-    limit = min(max(_parse_int_param(request, "limit", default_limit), 1), max_limit)
+    limit = min(max(_parse_int_param(request, limit_name, default_limit), 1), max_limit)
     offset = max(_parse_int_param(request, "offset", 0), 0)
     return limit, offset

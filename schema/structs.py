@@ -8,6 +8,7 @@ U+0000. msgspec itself rejects invalid UTF-8 and lone surrogates while decoding.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "METHODS",
     "ProjectIn",
+    "ProjectPatch",
     "RUN_STATUSES",
     "RegisterIn",
     "ReportIn",
@@ -45,6 +47,22 @@ SEVERITIES = ("info", "warning", "error", "critical")
 _SEVERITY_ALIASES = {"warn": "warning"}
 
 Name = Annotated[str, msgspec.Meta(min_length=2, max_length=120)]
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f.]+(\.[^@\s\x00-\x1f.]+)+$")
+# Event times outside this range are almost surely a broken clock, and PostgreSQL
+# cannot store some of them at all.
+_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+
+def _check_time(field: str, value: dt.datetime) -> None:
+    if value.tzinfo is None:
+        raise ValueError(f"`{field}` has no time zone; send RFC 3339 with Z or an offset")
+    try:
+        in_range = _EARLIEST <= value.astimezone(dt.UTC) < _LATEST
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise ValueError(f"`{field}` must be between 1970 and 9000 in UTC, got {value.isoformat()}")
 
 
 def _reject_nul(field: str, value: str) -> None:
@@ -55,11 +73,22 @@ def _reject_nul(field: str, value: str) -> None:
 def _check_http_url(field: str, value: str, *, allow_empty: bool) -> None:
     if not value and allow_empty:
         return
-    parts = urlsplit(value)
+    problem = f"`{field}` must be an absolute http:// or https:// URL, got {value[:80]!r}"
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError(f"{problem}; it contains whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port outside 0..65535
+    except ValueError as exc:
+        raise ValueError(f"{problem} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            f"`{field}` must be an absolute http:// or https:// URL, got {value[:80]!r}"
-        )
+        raise ValueError(problem)
+
+
+def _check_name(field: str, value: str) -> None:
+    _reject_nul(field, value)
+    if len(value.strip()) < 2:
+        raise ValueError(f"`{field}` must have at least 2 characters besides spaces")
 
 
 def _walk_for_nul(value: Any) -> bool:
@@ -77,13 +106,40 @@ def _walk_for_nul(value: Any) -> bool:
     return False
 
 
-def check_payload_text(field: str, raw: bytes) -> None:
-    """Reject a raw JSON value whose strings contain U+0000 or lone surrogates.
+# PostgreSQL's jsonb stores numbers as `numeric`, which rejects numbers far beyond
+# these (131072 digits before the point, 16383 after). Only a payload that matches
+# the cheap pattern is tokenised to look at its numbers.
+MAX_NUMBER_DIGITS = 1000
+MAX_NUMBER_EXPONENT = 1000
+_SUSPICIOUS_NUMBER = re.compile(rb"\d{1001}|[eE][+-]?0*[1-9]\d{3}")
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?')
 
-    PostgreSQL's jsonb rejects both, so such a payload would fail in the worker
-    instead of at the door. Only payloads with a `\\u` escape can contain either, so
-    the rest skip the full decode.
+
+def _check_numbers(field: str, raw: bytes) -> None:
+    if not _SUSPICIOUS_NUMBER.search(raw):
+        return
+    for match in _JSON_TOKEN.finditer(raw):
+        token = match.group()
+        if token.startswith(b'"'):
+            continue
+        mantissa, _, exponent = token.lower().partition(b"e")
+        digits = sum(1 for byte in mantissa if 48 <= byte <= 57)
+        if digits > MAX_NUMBER_DIGITS or (exponent and abs(int(exponent)) > MAX_NUMBER_EXPONENT):
+            raise ValueError(
+                f"`{field}` contains a number with more than {MAX_NUMBER_DIGITS} digits or an "
+                f"exponent beyond ±{MAX_NUMBER_EXPONENT}; send it as a string"
+            )
+
+
+def check_payload_text(field: str, raw: bytes) -> None:
+    """Reject a raw JSON value that PostgreSQL's jsonb would refuse.
+
+    jsonb rejects strings containing U+0000 or lone surrogates, and numbers beyond
+    `numeric`; checking here answers the agent with 400 instead of failing in the
+    worker. Only payloads with a `\\u` escape can hold U+0000 or a surrogate, so the
+    rest skip the full decode.
     """
+    _check_numbers(field, raw)
     if b"\\u" not in raw:
         return
     try:
@@ -92,26 +148,33 @@ def check_payload_text(field: str, raw: bytes) -> None:
         raise ValueError(
             f"`{field}` contains an invalid \\u escape (a lone surrogate); send valid UTF-8 text"
         ) from None
+    except RecursionError:
+        raise ValueError(f"`{field}` is nested too deeply; flatten it") from None
     if _walk_for_nul(value):
         raise ValueError(f"`{field}` contains U+0000 in a string; remove the NUL character")
 
 
-class RegisterIn(msgspec.Struct, forbid_unknown_fields=False):
+class RegisterIn(msgspec.Struct):
     email: Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
     password: Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
     name: Name
 
     def __post_init__(self) -> None:
-        for field in ("email", "password", "name"):
-            _reject_nul(field, getattr(self, field))
-        local, _, domain = self.email.rpartition("@")
-        if not local or "." not in domain.strip(".") or " " in self.email:
-            raise ValueError(f"`email` {self.email[:80]!r} is not a valid email address")
+        _reject_nul("password", self.password)
+        _check_name("name", self.name)
+        if not _EMAIL.fullmatch(self.email):
+            raise ValueError(
+                f"`email` {self.email[:80]!r} is not a valid email address; use name@domain.tld"
+            )
 
 
 class LoginIn(msgspec.Struct):
     email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
     password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+    def __post_init__(self) -> None:
+        _reject_nul("email", self.email)
+        _reject_nul("password", self.password)
 
 
 class ProjectIn(msgspec.Struct):
@@ -120,9 +183,25 @@ class ProjectIn(msgspec.Struct):
     base_url: Annotated[str, msgspec.Meta(max_length=2048)] = ""
 
     def __post_init__(self) -> None:
-        for field in ("name", "description", "base_url"):
-            _reject_nul(field, getattr(self, field))
+        _check_name("name", self.name)
+        _reject_nul("description", self.description)
         _check_http_url("base_url", self.base_url, allow_empty=True)
+
+
+class ProjectPatch(msgspec.Struct):
+    """A partial project update: only the fields sent change."""
+
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    description: Annotated[str, msgspec.Meta(max_length=500)] | msgspec.UnsetType = msgspec.UNSET
+    base_url: Annotated[str, msgspec.Meta(max_length=2048)] | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if self.name is not msgspec.UNSET:
+            _check_name("name", self.name)
+        if self.description is not msgspec.UNSET:
+            _reject_nul("description", self.description)
+        if self.base_url is not msgspec.UNSET:
+            _check_http_url("base_url", self.base_url, allow_empty=True)
 
 
 class AgentCreate(msgspec.Struct):
@@ -130,7 +209,7 @@ class AgentCreate(msgspec.Struct):
     project_id: str | None = None
 
     def __post_init__(self) -> None:
-        _reject_nul("name", self.name)
+        _check_name("name", self.name)
 
 
 class RunCreate(msgspec.Struct):
@@ -143,13 +222,15 @@ class RunCreate(msgspec.Struct):
 
     def __post_init__(self) -> None:
         _reject_nul("target_url", self.target_url)
-        _reject_nul("scenario", self.scenario)
+        _check_name("scenario", self.scenario)
         _check_http_url("target_url", self.target_url, allow_empty=False)
-        self.method = (self.method or "GET").upper()
-        if self.method not in METHODS:
+        # ASCII only, so that "poſt" does not become POST through Unicode case rules.
+        method = (self.method or "GET").upper() if self.method.isascii() else self.method
+        if method not in METHODS:
             raise ValueError(
                 f"`method` {self.method[:20]!r} is invalid; use one of {', '.join(METHODS)}"
             )
+        self.method = method
         if self.status not in ("created", "running"):
             raise ValueError("`status` of a new run must be created or running")
 
@@ -205,8 +286,8 @@ class EventIn(msgspec.Struct, omit_defaults=True):
                     f"`payload` is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes"
                 )
             check_payload_text("payload", bytes(self.payload))
-        if self.occurred_at is not None and self.occurred_at.tzinfo is None:
-            raise ValueError("`occurred_at` has no time zone; send RFC 3339 with Z or an offset")
+        if self.occurred_at is not None:
+            _check_time("occurred_at", self.occurred_at)
 
 
 class EventBatch(msgspec.Struct):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from api.routes import accounts, agents, events, projects, reports, runs
+from api.routes import accounts, agents, docs, events, projects, reports, runs
 
 __all__ = ["routes"]
 
@@ -15,4 +15,5 @@ routes: list[BaseRoute] = [
     *runs.routes,
     *events.routes,
     *reports.routes,
+    *docs.routes,
 ]

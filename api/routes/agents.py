@@ -12,6 +12,7 @@ from core.http import decode_body, listing, ok, page_params
 from core.repositories import agents as agents_repo
 from core.services import agents as agents_service
 from core.services import projects as projects_service
+from schema.responses import Deleted
 from schema.structs import AgentCreate
 
 __all__ = ["routes"]
@@ -94,7 +95,7 @@ async def delete_agent(request: Request) -> Response:
         row = await agents_service.load_agent(conn, user_key=user.user_key, public_id=agent_id)
         await agents_repo.delete_agent(conn, agent_key=row["id"])
     context.agent_keys.forget()
-    return ok({"id": agent_id, "deleted": True}, "Agent deleted")
+    return ok(Deleted(id=agent_id, deleted=True), "Agent deleted")
 
 
 routes = [

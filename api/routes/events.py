@@ -11,6 +11,7 @@ from core.http import listing, ok, page_params
 from core.repositories import events as events_repo
 from core.services import runs as runs_service
 from core.services.events import event_json
+from core.services.ids import require_public_id
 
 __all__ = ["routes"]
 
@@ -37,6 +38,7 @@ async def list_events(request: Request) -> Response:
 async def get_event(request: Request) -> Response:
     scope = await reader_scope(request)
     event_id = request.path_params["event_id"]
+    require_public_id("event", event_id)
     async with ctx(request).pool.acquire() as conn:
         row = await events_repo.get_event(conn, scope, event_id)
     if row is None:

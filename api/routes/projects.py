@@ -12,6 +12,7 @@ from core.http import decode_body, listing, ok, page_params
 from core.repositories import projects as projects_repo
 from core.services import projects as projects_service
 from core.services import summaries as summaries_service
+from schema.responses import Deleted
 from schema.structs import ProjectIn
 
 __all__ = ["routes"]
@@ -82,7 +83,7 @@ async def delete_project(request: Request) -> Response:
         keys = streams.StreamKeys.for_run(run_id, context.settings.stream_shards)
         await streams.forget_run(context.redis, keys, run_id)
     context.agent_keys.forget()
-    return ok({"id": project_id, "deleted": True}, "Project deleted")
+    return ok(Deleted(id=project_id, deleted=True), "Project deleted")
 
 
 async def project_scores(request: Request) -> Response:

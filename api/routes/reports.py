@@ -12,6 +12,8 @@ from core.repositories import reports as reports_repo
 from core.repositories import runs as runs_repo
 from core.repositories.runs import RunScope
 from core.services import reports as reports_service
+from core.services.ids import require_public_id
+from schema.responses import Deleted
 
 __all__ = ["routes"]
 
@@ -22,6 +24,7 @@ async def list_reports(request: Request) -> Response:
     async with ctx(request).pool.acquire() as conn:
         project_key = None
         if project_id := request.query_params.get("project_id"):
+            require_public_id("project", project_id)
             project_key = await runs_repo.find_project_key(conn, scope, project_id)
             if project_key is None:
                 raise NotFound("project", project_id)
@@ -46,7 +49,7 @@ async def delete_report(request: Request) -> Response:
     async with ctx(request).pool.acquire() as conn:
         row = await reports_service.load_report(conn, RunScope(user_key=user.user_key), report_id)
         await reports_repo.delete_report(conn, report_key=row["id"])
-    return ok({"id": report_id, "deleted": True}, "Report deleted")
+    return ok(Deleted(id=report_id, deleted=True), "Report deleted")
 
 
 routes = [

@@ -16,6 +16,8 @@ from core.services import reports as reports_service
 from core.services import runs as runs_service
 from core.services import scores as scores_service
 from core.services.events import event_json
+from core.services.ids import require_public_id
+from schema.responses import Deleted
 from schema.structs import RUN_STATUSES
 
 __all__ = ["routes"]
@@ -25,10 +27,12 @@ async def _filter_keys(conn, scope: RunScope, request: Request) -> tuple[int | N
     """Resolve the `project_id` and `agent_id` filters; unknown or foreign ids are 404."""
     project_key = agent_key = None
     if project_id := request.query_params.get("project_id"):
+        require_public_id("project", project_id)
         project_key = await runs_repo.find_project_key(conn, scope, project_id)
         if project_key is None:
             raise NotFound("project", project_id)
     if agent_id := request.query_params.get("agent_id"):
+        require_public_id("agent", agent_id)
         agent_key = await runs_repo.find_agent_key(conn, scope, agent_id)
         if agent_key is None:
             raise NotFound("agent", agent_id)
@@ -66,7 +70,7 @@ async def delete_run(request: Request) -> Response:
         await runs_service.delete_run(
             conn, context.redis, run=row, shards=context.settings.stream_shards
         )
-    return ok({"id": run_id, "deleted": True}, "Run deleted")
+    return ok(Deleted(id=run_id, deleted=True), "Run deleted")
 
 
 async def list_run_events(request: Request) -> Response:
@@ -107,7 +111,7 @@ async def delete_run_report(request: Request) -> Response:
         )
         row = await reports_service.load_report_for_run(conn, run=run)
         await reports_repo.delete_report(conn, report_key=row["id"])
-    return ok({"id": row["public_id"], "deleted": True}, "Report deleted")
+    return ok(Deleted(id=row["public_id"], deleted=True), "Report deleted")
 
 
 routes = [

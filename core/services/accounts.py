@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import asyncpg
 
@@ -9,6 +8,7 @@ from core.errors import Conflict, InvalidCredentials
 from core.ratelimit import Limit
 from core.repositories import users as users_repo
 from core.security import PasswordHasher, TokenService, new_id
+from schema.responses import LoginOut, RegisterOut, UserOut
 from schema.structs import LoginIn, RegisterIn
 
 __all__ = ["LOGIN_PER_ACCOUNT", "LOGIN_PER_ADDRESS", "login", "register", "user_json"]
@@ -22,18 +22,15 @@ LOGIN_PER_ADDRESS = Limit("login-address", per_s=1.0, burst=30)
 _DUMMY_HASH = PasswordHasher().hash("not a real password")
 
 
-def user_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["public_id"],
-        "email": row["email"],
-        "name": row["name"],
-        "created_at": row["created_at"],
-    }
+def user_json(row: asyncpg.Record) -> UserOut:
+    return UserOut(
+        id=row["public_id"], email=row["email"], name=row["name"], created_at=row["created_at"]
+    )
 
 
 async def register(
     conn: asyncpg.Connection, *, body: RegisterIn, passwords: PasswordHasher, tokens: TokenService
-) -> dict[str, Any]:
+) -> RegisterOut:
     # argon2 takes tens of milliseconds of CPU; keep it off the event loop.
     password_hash = await asyncio.to_thread(passwords.hash, body.password)
     row = await users_repo.insert_user(
@@ -41,15 +38,15 @@ async def register(
     )
     if row is None:
         raise Conflict(f"Email {body.email!r} is already registered; log in instead")
-    return {"user": user_json(row), "token": tokens.issue(row["public_id"])}
+    return RegisterOut(user=user_json(row), token=tokens.issue(row["public_id"]))
 
 
 async def login(
     conn: asyncpg.Connection, *, body: LoginIn, passwords: PasswordHasher, tokens: TokenService
-) -> dict[str, Any]:
+) -> LoginOut:
     row = await users_repo.get_user_by_email(conn, body.email)
     stored = row["password_hash"] if row is not None else _DUMMY_HASH
     valid = await asyncio.to_thread(passwords.verify, stored, body.password)
     if row is None or not valid:
         raise InvalidCredentials("Invalid email or password")
-    return {"token": tokens.issue(row["public_id"]), "user": user_json(row)}
+    return LoginOut(token=tokens.issue(row["public_id"]), user=user_json(row))

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import asyncpg
 
 from core.errors import NotFound
 from core.repositories import projects as projects_repo
 from core.security import new_id
+from core.services.ids import require_public_id
+from schema.responses import ProjectOut
 from schema.structs import ProjectIn
 
 __all__ = ["create_project", "load_project", "project_json", "slugify"]
@@ -22,16 +23,16 @@ def slugify(name: str) -> str:
     return slug or "project"
 
 
-def project_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["public_id"],
-        "name": row["name"],
-        "slug": row["slug"],
-        "description": row["description"],
-        "base_url": row["base_url"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
+def project_json(row: asyncpg.Record) -> ProjectOut:
+    return ProjectOut(
+        id=row["public_id"],
+        name=row["name"],
+        slug=row["slug"],
+        description=row["description"],
+        base_url=row["base_url"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 def _next_free_slug(base: str, taken: set[str]) -> str:
@@ -66,6 +67,7 @@ async def create_project(
 async def load_project(
     conn: asyncpg.Connection, *, user_key: int, public_id: str
 ) -> asyncpg.Record:
+    require_public_id("project", public_id)
     row = await projects_repo.get_project(conn, user_key=user_key, public_id=public_id)
     if row is None:
         raise NotFound("project", public_id)

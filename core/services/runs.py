@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -12,28 +11,31 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.repositories import runs as runs_repo
 from core.repositories.runs import RunScope
 from core.security import new_id
+from core.services.ids import require_public_id
+from schema.responses import RunOut
 from schema.structs import FINAL_STATUSES, RunCreate
 
 __all__ = ["create_run", "delete_run", "finish_run", "load_run", "run_json", "set_run_status"]
 
 
-def run_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["public_id"],
-        "project_id": row["project_id"],
-        "agent_id": row["agent_id"],
-        "status": row["status"],
-        "target_url": row["target_url"],
-        "method": row["method"],
-        "scenario": row["scenario"],
-        "started_at": row["started_at"],
-        "finished_at": row["finished_at"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
+def run_json(row: asyncpg.Record) -> RunOut:
+    return RunOut(
+        id=row["public_id"],
+        project_id=row["project_id"],
+        agent_id=row["agent_id"],
+        status=row["status"],
+        target_url=row["target_url"],
+        method=row["method"],
+        scenario=row["scenario"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 async def load_run(conn: asyncpg.Connection, scope: RunScope, public_id: str) -> asyncpg.Record:
+    require_public_id("run", public_id)
     row = await runs_repo.get_run(conn, scope, public_id)
     if row is None:
         raise NotFound("run", public_id)
@@ -45,6 +47,7 @@ async def _agent_key_for(
 ) -> int:
     if agent_id is None or agent_id == agent.agent_id:
         return agent.agent_key
+    require_public_id("agent", agent_id)
     key = await conn.fetchval(
         "SELECT id FROM agents WHERE public_id = $1 AND project_id = $2",
         agent_id,
@@ -65,7 +68,9 @@ async def create_run(
 ) -> asyncpg.Record:
     """Create a run in the agent key's project and open it for events."""
     if body.project_id is not None and body.project_id != agent.project_id:
-        raise NotFound("project", body.project_id)
+        raise NotFound(
+            "project", body.project_id, hint="an agent key creates runs only in its own project"
+        )
     agent_key = await _agent_key_for(conn, agent, body.agent_id)
     row = await runs_repo.insert_run(
         conn,

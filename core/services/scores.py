@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
+import msgspec
 import redis.asyncio as aioredis
 
 from core import streams
 from core.repositories import scores as scores_repo
 from core.scoring import Counters, score_counters
+from schema.responses import RunScore, ScoreCounts
 from schema.structs import FINAL_STATUSES
 
 __all__ = ["counters_from_row", "load_score"]
@@ -21,7 +21,7 @@ def counters_from_row(row: asyncpg.Record) -> Counters:
 
 async def load_score(
     conn: asyncpg.Connection, redis: aioredis.Redis, *, run: asyncpg.Record, shards: int
-) -> dict[str, Any]:
+) -> RunScore:
     """Return the stored score of a run, with how many accepted events are still in flight."""
     row = await scores_repo.get_score_row(conn, run_key=run["id"])
     assert row is not None, "every run has a run_scores row"
@@ -32,17 +32,16 @@ async def load_score(
     # The stored score and grade are what the worker computed from these counters;
     # deductions are derived from the same counters, so both always agree.
     detail = score_counters(counters)
-    counts = {name: getattr(counters, name) for name in _COUNTER_FIELDS}
-    counts["total"] = counters.total
-    return {
-        "run_id": run["public_id"],
-        "score": row["score"],
-        "grade": row["grade"],
-        "risks": detail.risks,
-        "counts": counts,
-        "deductions": detail.deductions,
-        "settled": row["status"] in FINAL_STATUSES and pending == 0,
-        "status": row["status"],
-        "pending_events": pending,
-        "updated_at": row["updated_at"],
-    }
+    counts = ScoreCounts(total=counters.total, **msgspec.structs.asdict(counters))
+    return RunScore(
+        run_id=run["public_id"],
+        score=row["score"],
+        grade=row["grade"],
+        risks=detail.risks,
+        counts=counts,
+        deductions=detail.deductions,
+        settled=row["status"] in FINAL_STATUSES and pending == 0,
+        status=row["status"],
+        pending_events=pending,
+        updated_at=row["updated_at"],
+    )

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 
 from core.repositories import summaries as summaries_repo
 from core.scoring import grade_for
+from schema.responses import LatestScore, ProjectScores, TrendPoint
 from schema.structs import FINAL_STATUSES
 
 __all__ = ["project_summary"]
@@ -15,32 +14,32 @@ RISK_FLAGS = ("data_loss", "duplicate", "timeout", "recovery")
 
 async def project_summary(
     conn: asyncpg.Connection, *, project: asyncpg.Record, last: int
-) -> dict[str, Any]:
+) -> ProjectScores:
     """Latest score, average and flag counts over a project's last `last` runs."""
     rows = await summaries_repo.recent_run_scores(conn, project_key=project["id"], limit=last)
     final = [row for row in rows if row["status"] in FINAL_STATUSES]
     average = round(sum(row["score"] for row in final) / len(final), 1) if final else None
     latest = final[0] if final else None
-    return {
-        "project_id": project["public_id"],
-        "runs_considered": len(rows),
-        "final_runs": len(final),
-        "latest": None
+    return ProjectScores(
+        project_id=project["public_id"],
+        runs_considered=len(rows),
+        final_runs=len(final),
+        latest=None
         if latest is None
-        else {"run_id": latest["run_id"], "score": latest["score"], "grade": latest["grade"]},
-        "average_score": average,
-        "average_grade": grade_for(round(average)) if average is not None else None,
-        "runs_flagged": {flag: sum(1 for row in final if row[flag] > 0) for flag in RISK_FLAGS},
-        "trend": [
-            {
-                "run_id": row["run_id"],
-                "status": row["status"],
-                "scenario": row["scenario"],
-                "score": row["score"],
-                "grade": row["grade"],
-                "created_at": row["created_at"],
-                "finished_at": row["finished_at"],
-            }
+        else LatestScore(run_id=latest["run_id"], score=latest["score"], grade=latest["grade"]),
+        average_score=average,
+        average_grade=grade_for(round(average)) if average is not None else None,
+        runs_flagged={flag: sum(1 for row in final if row[flag] > 0) for flag in RISK_FLAGS},
+        trend=[
+            TrendPoint(
+                run_id=row["run_id"],
+                status=row["status"],
+                scenario=row["scenario"],
+                score=row["score"],
+                grade=row["grade"],
+                created_at=row["created_at"],
+                finished_at=row["finished_at"],
+            )
             for row in reversed(rows)
         ],
-    }
+    )

@@ -25,7 +25,7 @@ from core.context import AppContext
 from core.errors import ServiceUnavailable, error_response, exception_handlers
 from core.http import ok
 
-__all__ = ["create_app", "ctx", "health_routes"]
+__all__ = ["create_app", "ctx", "health_routes", "merge_routes"]
 
 log = logging.getLogger(__name__)
 # One line per request; raise this logger's level to silence it on a busy ingest.
@@ -171,6 +171,39 @@ def health_routes() -> list[BaseRoute]:
     ]
 
 
+def merge_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """Join routes of the same path into one, so a 405 lists every allowed method.
+
+    Starlette stops at the first route whose path matches, so with one route per
+    method, `PUT /api/agents/{id}` would answer `Allow: GET, HEAD` although DELETE
+    exists on the same path.
+    """
+    by_path: dict[str, list[Route]] = {}
+    merged: list[BaseRoute] = []
+    for route in routes:
+        if isinstance(route, Route):
+            if route.path not in by_path:
+                by_path[route.path] = []
+                merged.append(route)
+            by_path[route.path].append(route)
+        else:
+            merged.append(route)
+    for index, route in enumerate(merged):
+        if not isinstance(route, Route) or len(by_path[route.path]) == 1:
+            continue
+        handlers = {
+            method: other.endpoint
+            for other in by_path[route.path]
+            for method in other.methods or ()
+        }
+
+        async def dispatch(request: Request, handlers: dict = handlers) -> Response:  # type: ignore[type-arg]
+            return await handlers[request.method](request)  # type: ignore[no-any-return]
+
+        merged[index] = Route(route.path, dispatch, methods=sorted(handlers))
+    return merged
+
+
 def create_app(settings: Settings, routes: Sequence[BaseRoute]) -> Starlette:
     """Build an app serving `routes` with the shared middleware, errors and lifespan."""
 
@@ -208,9 +241,12 @@ def create_app(settings: Settings, routes: Sequence[BaseRoute]) -> Starlette:
             expose_headers=["X-Request-Id", "Retry-After"],
         ),
     ]
-    return Starlette(
-        routes=[*health_routes(), *routes],
+    app = Starlette(
+        routes=merge_routes([*health_routes(), *routes]),
         middleware=middleware,
         exception_handlers=handlers,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    # `/api/runs/` is not `/api/runs`: answer 404 in the envelope, not a bare redirect.
+    app.router.redirect_slashes = False
+    return app

@@ -148,6 +148,7 @@ class RunScore(msgspec.Struct):
     settled: bool
     status: str
     pending_events: int
+    dead_lettered_events: int
     updated_at: dt.datetime
 
 

@@ -19,7 +19,9 @@ from tests.servers import database_with_name, postgres_server, redis_server
 from workers.consumer import ShardConsumer
 
 TEST_DATABASE = "softadastra_test"
-TABLES = "users, projects, agents, runs, run_scores, events, reports, stream_entries_done"
+TABLES = (
+    "users, projects, agents, runs, run_scores, events, reports, stream_entries_done, dead_events"
+)
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ class PersistResult(msgspec.Struct, kw_only=True):
     inserted: int = 0  # events inserted
     duplicates: int = 0  # events whose (run, event id) already existed
     discarded: int = 0  # events of runs deleted meanwhile
+    dead_lettered: int = 0  # events PostgreSQL refused, kept in dead_events
 
 
 async def _claim_entries(conn: asyncpg.Connection, stream: str, entry_ids: list[str]) -> set[str]:
@@ -57,13 +58,18 @@ async def _run_keys(conn: asyncpg.Connection, run_ids: set[str]) -> dict[str, in
 
 
 def _event_columns(
-    batches: Sequence[StreamBatch], run_keys: dict[str, int]
-) -> tuple[list[list[object]], int]:
-    """Flatten the events of existing runs into column arrays; count the rest as discarded."""
+    entries: Sequence[tuple[str, StreamBatch]], run_keys: dict[str, int]
+) -> tuple[list[list[object]], list[str], int]:
+    """Flatten the events of existing runs into column arrays.
+
+    Returns the columns, the entry id of each row, and how many events belonged to
+    runs that no longer exist.
+    """
     columns: list[list[object]] = [[] for _ in range(9)]
+    row_entries: list[str] = []
     seen: set[tuple[int, str]] = set()
     discarded = 0
-    for batch in batches:
+    for entry_id, batch in entries:
         run_key = run_keys.get(batch.run_id)
         if run_key is None:
             discarded += len(batch.events)
@@ -86,7 +92,8 @@ def _event_columns(
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-    return columns, discarded
+            row_entries.append(entry_id)
+    return columns, row_entries, discarded
 
 
 async def _insert_events(
@@ -105,8 +112,52 @@ async def _insert_events(
     )
 
 
+async def _insert_isolating(
+    conn: asyncpg.Connection, stream: str, columns: list[list[object]], row_entries: list[str]
+) -> tuple[list[asyncpg.Record], dict[int, int]]:
+    """Insert events; if PostgreSQL refuses a value, find and dead-letter the bad rows.
+
+    Ingest rejects the values it knows jsonb and timestamptz refuse, so this path is
+    a safety net: the rows go one by one, each in a savepoint, and a refused row goes
+    to `dead_events` with the reason. Returns the inserted rows and, per run, how many
+    rows were dead-lettered.
+    """
+    try:
+        async with conn.transaction():
+            return await _insert_events(conn, columns), {}
+    except asyncpg.DataError as exc:
+        log.warning("batch insert into %s refused (%r); isolating the bad events", stream, exc)
+    inserted: list[asyncpg.Record] = []
+    dead: dict[int, int] = defaultdict(int)
+    for index, entry_id in enumerate(row_entries):
+        row = [[column[index]] for column in columns]
+        try:
+            async with conn.transaction():
+                inserted.extend(await _insert_events(conn, row))
+        except asyncpg.DataError as exc:
+            run_key = int(columns[1][index])  # type: ignore[call-overload]
+            event = msgspec.json.encode([column[index] for column in columns]).decode()
+            await conn.execute(
+                """
+                INSERT INTO dead_events (run_id, stream, entry_id, event, reason)
+                VALUES ($1, $2, $3, $4, $5)
+                """,
+                run_key,
+                stream,
+                entry_id,
+                event,
+                repr(exc),
+            )
+            dead[run_key] += 1
+            log.error("dead-lettered event %s of entry %s: %r", columns[0][index], entry_id, exc)
+    return inserted, dead
+
+
 async def _update_scores(
-    conn: asyncpg.Connection, deltas: dict[int, Counters], processed: dict[int, int]
+    conn: asyncpg.Connection,
+    deltas: dict[int, Counters],
+    processed: dict[int, int],
+    dead: dict[int, int],
 ) -> None:
     run_keys = sorted(processed)
     # Locking in run order means two workers touching the same runs cannot deadlock.
@@ -126,6 +177,7 @@ async def _update_scores(
             (
                 row["run_id"],
                 row["processed_events"] + processed[row["run_id"]],
+                row["dead_lettered_events"] + dead.get(row["run_id"], 0),
                 *(getattr(counters, name) for name in _COUNTER_FIELDS),
                 score.score,
                 score.grade,
@@ -133,9 +185,9 @@ async def _update_scores(
         )
     await conn.executemany(
         f"""
-        UPDATE run_scores SET processed_events = $2,
-            {", ".join(f"{name} = ${i + 3}" for i, name in enumerate(_COUNTER_FIELDS))},
-            score = ${len(_COUNTER_FIELDS) + 3}, grade = ${len(_COUNTER_FIELDS) + 4},
+        UPDATE run_scores SET processed_events = $2, dead_lettered_events = $3,
+            {", ".join(f"{name} = ${i + 4}" for i, name in enumerate(_COUNTER_FIELDS))},
+            score = ${len(_COUNTER_FIELDS) + 4}, grade = ${len(_COUNTER_FIELDS) + 5},
             updated_at = now()
         WHERE run_id = $1
         """,
@@ -151,14 +203,18 @@ async def persist_entries(
     async with conn.transaction():
         new_ids = await _claim_entries(conn, stream, [entry_id for entry_id, _ in entries])
         result.skipped_entries = len(entries) - len(new_ids)
-        batches = [batch for entry_id, batch in entries if entry_id in new_ids]
-        result.entries = len(batches)
-        if not batches:
+        fresh = [(entry_id, batch) for entry_id, batch in entries if entry_id in new_ids]
+        result.entries = len(fresh)
+        if not fresh:
             return result
+        batches = [batch for _, batch in fresh]
         run_keys = await _run_keys(conn, {batch.run_id for batch in batches})
-        columns, result.discarded = _event_columns(batches, run_keys)
-        inserted = await _insert_events(conn, columns) if columns[0] else []
+        columns, row_entries, result.discarded = _event_columns(fresh, run_keys)
+        inserted, dead = [], {}
+        if columns[0]:
+            inserted, dead = await _insert_isolating(conn, stream, columns, row_entries)
         result.inserted = len(inserted)
+        result.dead_lettered = sum(dead.values())
         deltas: dict[int, Counters] = defaultdict(Counters)
         for row in inserted:
             deltas[row["run_id"]].add(row["event_type"], row["severity"])
@@ -166,9 +222,9 @@ async def persist_entries(
         for batch in batches:
             if (run_key := run_keys.get(batch.run_id)) is not None:
                 processed[run_key] += len(batch.events)
-        result.duplicates = sum(processed.values()) - result.inserted
+        result.duplicates = sum(processed.values()) - result.inserted - result.dead_lettered
         if processed:
-            await _update_scores(conn, deltas, processed)
+            await _update_scores(conn, deltas, processed, dead)
     if result.discarded:
         log.info("discarded %d events of deleted runs from %s", result.discarded, stream)
     return result

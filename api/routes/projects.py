@@ -13,11 +13,12 @@ from core.repositories import projects as projects_repo
 from core.services import projects as projects_service
 from core.services import summaries as summaries_service
 from schema.responses import Deleted
-from schema.structs import ProjectIn
+from schema.structs import ProjectIn, ProjectPatch
 
 __all__ = ["routes"]
 
 _project = msgspec.json.Decoder(ProjectIn)
+_project_patch = msgspec.json.Decoder(ProjectPatch)
 
 
 async def list_projects(request: Request) -> Response:
@@ -52,9 +53,11 @@ async def get_project(request: Request) -> Response:
 
 
 async def update_project(request: Request) -> Response:
+    """PUT replaces every field; PATCH changes only the fields sent."""
     user = await current_user(request)
     context = ctx(request)
-    body = await decode_body(request, _project, max_bytes=context.settings.max_request_body_bytes)
+    decoder = _project_patch if request.method == "PATCH" else _project
+    body = await decode_body(request, decoder, max_bytes=context.settings.max_request_body_bytes)
     assert body is not None
     async with context.pool.acquire() as conn:
         row = await projects_service.load_project(
@@ -63,11 +66,15 @@ async def update_project(request: Request) -> Response:
         row = await projects_repo.update_project(
             conn,
             project_key=row["id"],
-            name=body.name,
-            description=body.description,
-            base_url=body.base_url,
+            name=_sent_or(body.name, row["name"]),
+            description=_sent_or(body.description, row["description"]),
+            base_url=_sent_or(body.base_url, row["base_url"]),
         )
     return ok(projects_service.project_json(row), "Project updated")
+
+
+def _sent_or(value: str | msgspec.UnsetType, current: str) -> str:
+    return current if value is msgspec.UNSET else value
 
 
 async def delete_project(request: Request) -> Response:

@@ -28,6 +28,7 @@ async def load_score(
     keys = streams.StreamKeys.for_run(run["public_id"], shards)
     accepted = await streams.accepted_count(redis, keys, run["public_id"])
     pending = max(0, accepted - row["processed_events"])
+    dead = row["dead_lettered_events"]
     counters = counters_from_row(row)
     # The stored score and grade are what the worker computed from these counters;
     # deductions are derived from the same counters, so both always agree.
@@ -40,8 +41,10 @@ async def load_score(
         risks=detail.risks,
         counts=counts,
         deductions=detail.deductions,
-        settled=row["status"] in FINAL_STATUSES and pending == 0,
+        # Dead-lettered events were accepted but not stored, so the score lacks them.
+        settled=row["status"] in FINAL_STATUSES and pending == 0 and dead == 0,
         status=row["status"],
         pending_events=pending,
+        dead_lettered_events=dead,
         updated_at=row["updated_at"],
     )

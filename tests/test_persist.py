@@ -1,0 +1,208 @@
+"""Persistence of stream entries: idempotence, exact counters, and refused values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.config import Settings
+from core.repositories.runs import insert_run
+from core.scoring import Counters, score_counters
+from core.security import new_id
+from schema.structs import SEVERITIES, StreamBatch, StreamEvent
+from workers.consumer import ShardConsumer
+from workers.persist import persist_entries
+
+STREAM = "sa:{s0}:events"
+EVENT_TYPES = (
+    "request_sent",
+    "request_timeout",
+    "duplicate_detected",
+    "data_loss_risk_detected",
+    "recovery_failed",
+    "retry_started",
+)
+_entry_ids = itertools.count(1)
+
+
+async def make_run(conn: asyncpg.Connection) -> str:
+    user_key = await conn.fetchval(
+        """
+        INSERT INTO users (public_id, email, name, password_hash)
+        VALUES ($1, $2, 'u', 'x') RETURNING id
+        """,
+        new_id("usr"),
+        f"{new_id('usr')}@example.com",
+    )
+    project_key = await conn.fetchval(
+        """
+        INSERT INTO projects (public_id, user_id, name, slug)
+        VALUES ($1, $2, 'p', $1) RETURNING id
+        """,
+        new_id("prj"),
+        user_key,
+    )
+    row = await insert_run(
+        conn,
+        public_id=new_id("run"),
+        project_key=project_key,
+        agent_key=None,
+        status="running",
+        target_url="https://x.test",
+        method="GET",
+        scenario="persist test",
+    )
+    return str(row["public_id"])
+
+
+def stream_event(
+    event_id: str, event_type: str, severity: str, payload: bytes = b"null"
+) -> StreamEvent:
+    return StreamEvent(
+        public_id=new_id("evt"),
+        event_id=event_id,
+        event_type=event_type,
+        severity=severity,
+        message="",
+        payload=msgspec.Raw(payload),
+        occurred_at=None,
+    )
+
+
+def entry(run_id: str, events: list[StreamEvent]) -> tuple[str, StreamBatch]:
+    batch = StreamBatch(run_id=run_id, received_at=dt.datetime.now(dt.UTC), events=events)
+    return f"{next(_entry_ids)}-0", batch
+
+
+async def stored_counters(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "SELECT s.* FROM run_scores s JOIN runs r ON r.id = s.run_id WHERE r.public_id = $1", run_id
+    )
+
+
+async def recounted(conn: asyncpg.Connection, run_id: str) -> Counters:
+    rows = await conn.fetch(
+        """
+        SELECT e.event_type, e.severity FROM events e JOIN runs r ON r.id = e.run_id
+        WHERE r.public_id = $1
+        """,
+        run_id,
+    )
+    return Counters.from_events((row["event_type"], row["severity"]) for row in rows)
+
+
+async def test_persist_redelivered_entry_counts_once(pool: asyncpg.Pool, clean: None) -> None:
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+        pair = entry(run_id, [stream_event("a", "request_timeout", "warning")])
+        first = await persist_entries(conn, STREAM, [pair])
+        second = await persist_entries(conn, STREAM, [pair])
+        row = await stored_counters(conn, run_id)
+    assert first.inserted == 1
+    assert second.skipped_entries == 1
+    assert second.inserted == 0
+    assert row["processed_events"] == 1
+    assert row["timeout"] == 1
+    assert row["score"] == 87
+
+
+async def test_persist_refused_value_dead_letters_only_it(pool: asyncpg.Pool, clean: None) -> None:
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+        events = [
+            stream_event("good-1", "request_sent", "info"),
+            stream_event("bad", "request_sent", "error", payload=b"1e200000"),
+            stream_event("good-2", "request_timeout", "warning"),
+        ]
+        result = await persist_entries(conn, STREAM, [entry(run_id, events)])
+        row = await stored_counters(conn, run_id)
+        dead = await conn.fetch("SELECT reason, event FROM dead_events")
+    assert result.inserted == 2
+    assert result.dead_lettered == 1
+    assert row["processed_events"] == 3
+    assert row["dead_lettered_events"] == 1
+    assert row["error"] == 0
+    assert len(dead) == 1
+    assert "bad" in dead[0]["event"]
+
+
+async def test_persist_deleted_run_is_discarded(pool: asyncpg.Pool, clean: None) -> None:
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+        await conn.execute("DELETE FROM runs WHERE public_id = $1", run_id)
+        result = await persist_entries(
+            conn, STREAM, [entry(run_id, [stream_event("a", "x_y", "info")])]
+        )
+    assert result.discarded == 1
+    assert result.inserted == 0
+
+
+event_strategy = st.tuples(
+    st.integers(min_value=0, max_value=30),  # event id: small, so ids repeat
+    st.sampled_from(EVENT_TYPES),
+    st.sampled_from(SEVERITIES),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(st.lists(event_strategy, min_size=1, max_size=12), min_size=1, max_size=8),
+    redeliver=st.lists(st.integers(min_value=0, max_value=7), max_size=4),
+)
+async def test_incremental_counters_equal_recount(
+    pool: asyncpg.Pool, batches: list[list[tuple[int, str, str]]], redeliver: list[int]
+) -> None:
+    """Counters kept batch by batch equal a count of the events table, whatever is re-sent.
+
+    A repeated event id is a re-send of the same event, so it keeps its first type
+    and severity, as an agent re-sending an event would.
+    """
+    first_seen: dict[int, tuple[str, str]] = {}
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+        pairs = []
+        for batch in batches:
+            events = []
+            for number, event_type, severity in batch:
+                event_type, severity = first_seen.setdefault(number, (event_type, severity))
+                events.append(stream_event(f"e{number}", event_type, severity))
+            pairs.append(entry(run_id, events))
+        for index, pair in enumerate(pairs):
+            await persist_entries(conn, STREAM, [pair])
+            if index in redeliver:
+                await persist_entries(conn, STREAM, [pair])
+        row = await stored_counters(conn, run_id)
+        counts = await recounted(conn, run_id)
+    stored = Counters(**{name: row[name] for name in Counters.__struct_fields__})
+    assert stored == counts
+    assert counts.total == len(first_seen)
+    assert row["score"] == score_counters(counts).score
+    assert row["grade"] == score_counters(counts).grade
+    assert row["processed_events"] == sum(len(batch) for batch in batches)
+
+
+async def test_consumer_dead_letters_undecodable_entry(
+    settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, clean: None
+) -> None:
+    consumer = ShardConsumer(shard=0, settings=settings, pool=pool, redis=redis)
+    keys = consumer.keys
+    await consumer.ensure_group()
+    await redis.xadd(keys.events, {"n": "3", "batch": b"\xff not json"})
+    await redis.incrby(keys.backlog, 3)
+    consumer.wake_for_pending()
+    assert await consumer.step() == 0  # its own pending list is empty; then it reads new entries
+    assert await consumer.step() == 1
+    dead = await redis.xrange(keys.dead)
+    assert len(dead) == 1
+    assert b"undecodable" in dead[0][1][b"reason"]
+    assert await redis.xlen(keys.events) == 0
+    assert int(await redis.get(keys.backlog)) == 0
+    assert consumer.dead_lettered == 1

@@ -12,11 +12,11 @@ __all__ = ["build_api_app", "build_all_in_one_app"]
 
 
 def build_api_app(settings: Settings) -> Starlette:
-    return create_app(settings, routes)
+    return create_app(settings, routes, role="api")
 
 
 def build_all_in_one_app(settings: Settings) -> Starlette:
     """Serve the agent write routes and the api routes on one port."""
     from ingest.routes import routes as ingest_routes
 
-    return create_app(settings, [*ingest_routes, *routes])
+    return create_app(settings, [*ingest_routes, *routes], role="all-in-one")

@@ -20,10 +20,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
-from core.connections import connect_postgres, connect_redis
+from core.connections import check_redis_durability, connect_postgres, connect_redis
 from core.context import AppContext
 from core.errors import ServiceUnavailable, error_response, exception_handlers
 from core.http import ok
+from schema.responses import Health
 
 __all__ = ["create_app", "ctx", "health_routes", "merge_routes"]
 
@@ -124,12 +125,13 @@ async def _bad_text(request: Request, exc: Exception) -> Response:
 
 async def health(request: Request) -> Response:
     settings = ctx(request).settings
-    data = {
-        "service": settings.service_name,
-        "status": "healthy",
-        "environment": settings.environment,
-        "request_id": request.state.request_id,
-    }
+    data = Health(
+        service=settings.service_name,
+        role=request.app.state.role,
+        status="healthy",
+        environment=settings.environment,
+        request_id=request.state.request_id,
+    )
     return ok(data, "healthy")
 
 
@@ -150,15 +152,17 @@ async def ready(request: Request) -> Response:
         return error_response(
             503,
             "service_unavailable",
-            f"Not ready: {down} check failed; see the service log",
+            f"Not ready: the {down} check failed; see the service log",
             {"Retry-After": "5"},
         )
-    data = {
-        "service": context.settings.service_name,
-        "status": "ready",
-        **checks,
-        "request_id": request.state.request_id,
-    }
+    data = Health(
+        service=context.settings.service_name,
+        role=request.app.state.role,
+        status="ready",
+        request_id=request.state.request_id,
+        database=checks["database"],
+        redis=checks["redis"],
+    )
     return ok(data, "ready")
 
 
@@ -204,15 +208,21 @@ def merge_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
     return merged
 
 
-def create_app(settings: Settings, routes: Sequence[BaseRoute]) -> Starlette:
-    """Build an app serving `routes` with the shared middleware, errors and lifespan."""
+def create_app(settings: Settings, routes: Sequence[BaseRoute], *, role: str) -> Starlette:
+    """Build an app serving `routes` with the shared middleware, errors and lifespan.
+
+    `role` (ingest, api or all-in-one) is reported by /health, so an operator can
+    tell which service answered.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.database_url and settings.redis_url, "URLs are resolved before serving"
         pool = await connect_postgres(settings.database_url)
         redis_client = connect_redis(settings.redis_url, settings)
+        await check_redis_durability(redis_client)
         app.state.ctx = AppContext.build(settings=settings, pool=pool, redis=redis_client)
+        app.state.role = role
         try:
             yield
         finally:

@@ -20,6 +20,7 @@ import uvicorn
 from core.config import ConfigError, Settings
 from core.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
 from core.logs import configure_logging
+from core.processes import die_with_parent
 
 __all__ = ["main"]
 
@@ -49,7 +50,7 @@ def _require_urls(settings: Settings, command: str) -> None:
     ]
     if missing:
         raise ConfigError(
-            f"`{command}` needs {' and '.join(missing)}; set it, or use `softadastra-cloud up` "
+            f"`{command}` needs {' and '.join(missing)}; set them, or use `softadastra-cloud up` "
             "for embedded servers"
         )
 
@@ -92,7 +93,9 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
         CLOUD_JWT_SECRET=settings.jwt_secret,
         CLOUD_AGENT_API_KEY_SECRET=settings.agent_api_key_secret,
     )
-    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "worker"], env=env, preexec_fn=die_with_parent
+    )
 
 
 def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
@@ -171,13 +174,15 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="persist streamed events and run maintenance jobs")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
     demo = commands.add_parser(
-        "demo", help="sign up, stream a realistic run to a server and print its score"
+        "demo",
+        help="sign up, stream a realistic run to a server and print its score",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of a running server")
+    demo.add_argument("--events", type=int, default=300, help="number of events to stream")
     demo.add_argument(
-        "--events", type=int, default=300, help="number of events to stream (default 300)"
+        "--seed", type=int, default=None, help="random seed; the same seed sends the same events"
     )
-    demo.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
     return parser
 
 

@@ -169,21 +169,21 @@ class Settings:
             "agent_api_key_secret": "CLOUD_AGENT_API_KEY_SECRET",
         }
         updates: dict[str, str] = {}
+        problems: list[str] = []
         for field, variable in names.items():
             value: str = getattr(self, field)
             if value.lower() not in DEFAULT_SECRET_MARKERS:
                 if self.is_production and len(value) < 32:
-                    raise ConfigError(
-                        f"{variable} is shorter than 32 characters; use a longer random value"
-                    )
-                continue
-            if self.is_production:
-                raise ConfigError(
-                    f"{variable} is missing or a default value; "
-                    "production requires a random secret "
-                    f"(for example: python -c 'import secrets; print(secrets.token_hex(32))')"
-                )
-            updates[field] = self._stored_secret(field)
+                    problems.append(f"{variable} is shorter than 32 characters")
+            elif self.is_production:
+                problems.append(f"{variable} is missing or a default value")
+            else:
+                updates[field] = self._stored_secret(field)
+        if problems:
+            raise ConfigError(
+                "; ".join(problems) + "; production requires random secrets of 32+ characters "
+                "(for example: python -c 'import secrets; print(secrets.token_hex(32))')"
+            )
         return dataclasses.replace(self, **updates) if updates else self
 
     def _stored_secret(self, field: str) -> str:

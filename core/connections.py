@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from core.config import Settings
 
-__all__ = ["connect_postgres", "connect_redis", "redis_socket_timeout_s"]
+__all__ = ["check_redis_durability", "connect_postgres", "connect_redis", "redis_socket_timeout_s"]
+
+log = logging.getLogger(__name__)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -45,3 +50,29 @@ def connect_redis(url: str, settings: Settings) -> aioredis.Redis:
         health_check_interval=30,
         max_connections=64,
     )
+
+
+async def check_redis_durability(client: aioredis.Redis) -> None:
+    """Log a warning when Redis could lose or evict accepted events.
+
+    The stream is the only copy of an accepted event until a worker persists it, so
+    Redis should keep an append-only file and never evict keys. Servers that forbid
+    CONFIG GET (some managed offerings) are not checked.
+    """
+    try:
+        appendonly = await client.config_get("appendonly")
+        policy = await client.config_get("maxmemory-policy")
+    except redis.exceptions.ResponseError as exc:
+        log.info("cannot read the Redis configuration (%s); durability not checked", exc)
+        return
+    if appendonly.get("appendonly") != "yes":
+        log.warning(
+            "Redis runs without an append-only file: a Redis restart loses accepted events "
+            "that workers have not persisted yet; set appendonly yes"
+        )
+    if policy.get("maxmemory-policy") != "noeviction":
+        log.warning(
+            "Redis maxmemory-policy is %s: under memory pressure it may evict stream "
+            "entries; set maxmemory-policy noeviction",
+            policy.get("maxmemory-policy"),
+        )

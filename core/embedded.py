@@ -18,6 +18,8 @@ import time
 import warnings
 from pathlib import Path
 
+from core.processes import die_with_parent
+
 __all__ = ["EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServerError"]
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,9 @@ class EmbeddedRedis:
             "--save", "",
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
+        )
         self._wait_ready()
         log.info("embedded Redis ready on 127.0.0.1:%d, data in %s", self.port, self.directory)
         return f"redis://127.0.0.1:{self.port}/0"

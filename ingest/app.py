@@ -12,4 +12,4 @@ __all__ = ["build_ingest_app"]
 
 
 def build_ingest_app(settings: Settings) -> Starlette:
-    return create_app(settings, routes)
+    return create_app(settings, routes, role="ingest")

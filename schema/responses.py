@@ -186,6 +186,7 @@ class Deleted(msgspec.Struct):
 
 class Health(msgspec.Struct, omit_defaults=True):
     service: str
+    role: str
     status: str
     request_id: str
     environment: str | None = None

@@ -17,7 +17,7 @@ from arq.connections import RedisSettings
 
 from core import streams
 from core.config import Settings
-from core.connections import connect_postgres, connect_redis
+from core.connections import check_redis_durability, connect_postgres, connect_redis
 from workers.consumer import ShardConsumer
 
 __all__ = ["reclaim_stale_entries", "worker_settings"]
@@ -64,6 +64,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     assert settings.database_url and settings.redis_url
     ctx["pool"] = await connect_postgres(settings.database_url, max_size=settings.stream_shards + 2)
     ctx["stream_redis"] = connect_redis(settings.redis_url, settings)
+    await check_redis_durability(ctx["stream_redis"])
     consumers = [
         ShardConsumer(shard=shard, settings=settings, pool=ctx["pool"], redis=ctx["stream_redis"])
         for shard in range(settings.stream_shards)

@@ -33,7 +33,9 @@ from core.embedded import EmbeddedPostgres, EmbeddedRedis
 
 __all__ = [
     "REPO_ROOT",
+    "SHARDS",
     "Backends",
+    "CpuMeter",
     "ProcessRegistry",
     "ServiceProcess",
     "free_port",
@@ -68,6 +70,33 @@ def _cpu_seconds(pid: int) -> float:
     fields = text[text.rindex(")") + 2 :].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Busy share of all cores between `start()` and `busy_cores()`, from /proc/stat."""
+
+    def __init__(self) -> None:
+        self._busy = self._total = 0.0
+
+    @staticmethod
+    def _snapshot() -> tuple[float, float]:
+        fields = [
+            float(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]
+        ]
+        idle = fields[3] + fields[4]  # idle, iowait
+        total = sum(fields[:8])
+        return total - idle, total
+
+    def start(self) -> CpuMeter:
+        self._busy, self._total = self._snapshot()
+        return self
+
+    def busy_cores(self) -> float:
+        """Cores kept busy on average since `start()` (2.0 means both of 2 cores)."""
+        busy, total = self._snapshot()
+        if total == self._total:
+            return 0.0
+        return (busy - self._busy) / (total - self._total) * (os.cpu_count() or 1)
 
 
 class ServiceProcess:
@@ -258,9 +287,7 @@ class Backends:
             "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
-        process = ServiceProcess(
-            self.registry, name, argv, self.service_env(**env), port=port
-        )
+        process = ServiceProcess(self.registry, name, argv, self.service_env(**env), port=port)
         await process.wait_http_ready()
         return process
 

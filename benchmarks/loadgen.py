@@ -66,9 +66,7 @@ class HttpConnection:
 
     def head(self, method: str, path: str, headers: str = "") -> bytes:
         """Request line and headers without `Content-Length` and the final blank line."""
-        return (
-            f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n{headers}"
-        ).encode()
+        return (f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n{headers}").encode()
 
     async def request(self, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
         """Send one request; return the status code and the response body."""
@@ -196,12 +194,9 @@ class _Agent:
             hook(self.target, accepted, finished)
 
 
-def _agents(
-    port: int, targets: Sequence[AgentTarget], batch_size: int, tag: str
-) -> list[_Agent]:
+def _agents(port: int, targets: Sequence[AgentTarget], batch_size: int, tag: str) -> list[_Agent]:
     return [
-        _Agent(port, target, batch_size, f"{tag}-a{index}")
-        for index, target in enumerate(targets)
+        _Agent(port, target, batch_size, f"{tag}-a{index}") for index, target in enumerate(targets)
     ]
 
 

@@ -12,7 +12,16 @@ import redis.asyncio as aioredis
 
 __all__ = ["describe_machine", "load_average"]
 
-_PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools", "msgspec", "asyncpg", "redis", "hiredis")
+_PACKAGES = (
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "msgspec",
+    "asyncpg",
+    "redis",
+    "hiredis",
+)
 
 
 def _cpu_model() -> str:
@@ -41,7 +50,9 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-async def describe_machine(conn: asyncpg.Connection, redis: aioredis.Redis) -> list[tuple[str, str]]:
+async def describe_machine(
+    conn: asyncpg.Connection, redis: aioredis.Redis
+) -> list[tuple[str, str]]:
     """Return (name, value) pairs: CPU, cores, memory, OS and server and library versions."""
     postgres = await conn.fetchval("SHOW server_version")
     settings = [

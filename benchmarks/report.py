@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 from benchmarks.stats import Figure, Stat
 

@@ -37,7 +37,10 @@ class Stat:
 
 def ratios(values: Sequence[float], ceilings: Sequence[float]) -> list[float]:
     """Per-repetition ratios of a figure to its ceiling measured in the same repetition."""
-    return [value / ceiling if ceiling else math.nan for value, ceiling in zip(values, ceilings, strict=True)]
+    return [
+        value / ceiling if ceiling else math.nan
+        for value, ceiling in zip(values, ceilings, strict=True)
+    ]
 
 
 @dataclasses.dataclass(frozen=True)

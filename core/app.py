@@ -235,7 +235,11 @@ def create_app(settings: Settings, routes: Sequence[BaseRoute], *, role: str) ->
         redis.exceptions.TimeoutError,
         asyncpg.CannotConnectNowError,
         asyncpg.ConnectionDoesNotExistError,
-        ConnectionRefusedError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        # asyncpg reports a refused or timed-out connection attempt with these.
+        OSError,
+        TimeoutError,
     ):
         handlers[unavailable] = _unavailable
     handlers[asyncpg.CharacterNotInRepertoireError] = _bad_text

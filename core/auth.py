@@ -7,6 +7,7 @@ long a deleted or rotated key keeps working on a process that had cached it.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import asyncpg
@@ -29,6 +30,18 @@ __all__ = [
 
 AGENT_KEY_HEADERS = ("x-agent-key", "x-agent-api-key")
 _MAX_CACHED_KEYS = 10_000
+# How long past its TTL a cached key is still accepted while PostgreSQL is unreachable.
+MAX_STALE_S = 3600.0
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.PostgresConnectionError,
+)
+
+log = logging.getLogger(__name__)
 
 
 class AgentIdentity(msgspec.Struct, frozen=True):
@@ -56,9 +69,16 @@ class AgentKeyCache:
         self._secret = secret
         self._ttl_s = ttl_s
         self._entries: dict[str, tuple[float, AgentIdentity]] = {}
+        self._last_stale_warning = 0.0
 
     def forget(self) -> None:
         self._entries.clear()
+
+    def _warn_stale(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_stale_warning > 30:
+            self._last_stale_warning = now
+            log.warning("PostgreSQL unreachable (%r); accepting cached agent keys", exc)
 
     async def resolve(self, pool: asyncpg.Pool, key: str) -> AgentIdentity:
         """Return the agent owning `key`, or raise `Unauthorized`."""
@@ -71,8 +91,16 @@ class AgentKeyCache:
         cached = self._entries.get(key_hash)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with pool.acquire() as conn:
-            row = await agents_repo.get_identity_by_key_hash(conn, key_hash)
+        try:
+            async with pool.acquire() as conn:
+                row = await agents_repo.get_identity_by_key_hash(conn, key_hash)
+        except DATABASE_DOWN as exc:
+            # The stream keeps accepting while PostgreSQL is down; a key seen recently
+            # stays valid for that time rather than turning every agent away.
+            if cached is not None and cached[0] + MAX_STALE_S > now:
+                self._warn_stale(exc)
+                return cached[1]
+            raise
         if row is None:
             self._entries.pop(key_hash, None)
             raise Unauthorized("Invalid agent key; it may have been rotated or its agent deleted")

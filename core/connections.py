@@ -24,13 +24,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def connect_postgres(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def connect_postgres(dsn: str, *, min_size: int = 0, max_size: int = 10) -> asyncpg.Pool:
+    """Create a pool that connects on first use.
+
+    With no connection made up front, a service starts while PostgreSQL is down and
+    recovers by itself when it comes back; /ready reports the outage meanwhile.
+    """
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         command_timeout=60,
+        # Fail fast while PostgreSQL is down instead of holding requests for a minute.
+        timeout=5,
     )
     assert pool is not None
     return pool

@@ -8,6 +8,7 @@ free loopback port. Both keep their data under the data dir across restarts.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -74,6 +75,11 @@ class EmbeddedPostgres:
             log.info("embedded PostgreSQL stopped")
         except subprocess.CalledProcessError as exc:
             log.warning("embedded PostgreSQL did not stop cleanly: %s", exc)
+        # get_server() returns a cached handle per data directory without starting the
+        # server again; forget ours (and its exit hook, which expects it cached) so that
+        # a later start() really starts it.
+        atexit.unregister(self._server._cleanup)
+        type(self._server)._instances.pop(self.directory, None)
         self._server = None
 
 
@@ -113,11 +119,11 @@ class EmbeddedRedis:
                     break
                 time.sleep(0.1)
 
-    def start(self) -> str:
-        """Start Redis on a free loopback port and return its URL."""
+    def start(self, port: int | None = None) -> str:
+        """Start Redis on `port` (default: a free loopback port) and return its URL."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._stop_stale()
-        self.port = _free_port()
+        self.port = port or _free_port()
         args = [
             self._executable(),
             "--bind", "127.0.0.1",

@@ -30,7 +30,7 @@ __all__ = ["ShardConsumer", "consumer_name"]
 log = logging.getLogger(__name__)
 
 _decode_batch = msgspec.json.Decoder(StreamBatch).decode
-_MAX_BACKOFF_S = 30.0
+_MAX_BACKOFF_S = 10.0
 # Errors that say "try again later" rather than "this entry is bad".
 TRANSIENT_ERRORS = (
     OSError,
@@ -127,17 +127,19 @@ class ShardConsumer:
             pass
 
     async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        start_id = "0" if self._read_pending else ">"
-        block_ms = None if self._read_pending else self._settings.stream_block_ms
+        # Remember which list this read is for: `wake_for_pending` may set the flag
+        # while a blocking read of new entries is in flight, and that request must
+        # survive the empty answer of this read.
+        reading_pending = self._read_pending
         reply = await self._redis.xreadgroup(
             streams.CONSUMER_GROUP,
             self.name,
-            {self.keys.events: start_id},
+            {self.keys.events: "0" if reading_pending else ">"},
             count=self._settings.stream_batch_size,
-            block=block_ms,
+            block=None if reading_pending else self._settings.stream_block_ms,
         )
         entries = reply[0][1] if reply else []
-        if self._read_pending and not entries:
+        if reading_pending and not entries:
             self._read_pending = False
         return entries
 

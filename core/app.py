@@ -24,6 +24,7 @@ from core.connections import check_redis_durability, connect_postgres, connect_r
 from core.context import AppContext
 from core.errors import ServiceUnavailable, error_response, exception_handlers
 from core.http import ok
+from core.metrics import HTTP_REQUESTS, metrics_endpoint
 from schema.responses import Health
 
 __all__ = ["create_app", "ctx", "health_routes", "merge_routes"]
@@ -52,10 +53,12 @@ def ctx(request: Request) -> AppContext:
 
 class RequestIdMiddleware:
     """Give every request an id (the caller's `X-Request-Id` when it is sane), echo it
-    on the response, and answer unhandled errors with a 500 envelope that quotes it."""
+    on the response, count and log the request, and answer unhandled errors with a
+    500 envelope that quotes the id."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, role: str) -> None:
         self.app = app
+        self.role = role
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,6 +98,7 @@ class RequestIdMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
+            HTTP_REQUESTS.labels(self.role, scope["method"], str(status)).inc()
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "%s %s %s %d %.1fms",
@@ -172,6 +176,7 @@ def health_routes() -> list[BaseRoute]:
         Route("/api/health", health),
         Route("/ready", ready),
         Route("/api/ready", ready),
+        Route("/metrics", metrics_endpoint),
     ]
 
 
@@ -245,7 +250,7 @@ def create_app(settings: Settings, routes: Sequence[BaseRoute], *, role: str) ->
     handlers[asyncpg.CharacterNotInRepertoireError] = _bad_text
     handlers[asyncpg.UntranslatableCharacterError] = _bad_text
     middleware = [
-        Middleware(RequestIdMiddleware),
+        Middleware(RequestIdMiddleware, role=role),
         Middleware(
             CORSMiddleware,
             allow_origins=[settings.cors_allowed_origin],

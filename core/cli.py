@@ -21,6 +21,7 @@ from core.config import ConfigError, Settings
 from core.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
 from core.logs import configure_logging
 from core.processes import die_with_parent
+from core.status import read_urls_file, write_urls_file
 
 __all__ = ["main"]
 
@@ -130,6 +131,7 @@ def command_up(settings: Settings) -> None:
             if redis is not None:
                 settings = dataclasses.replace(settings, redis_url=redis.start())
             assert settings.database_url
+            write_urls_file(settings)
             applied = asyncio.run(_migrate(settings.database_url))
             log.info("migrations applied: %s", ", ".join(applied) or "none pending")
             worker = _start_worker(settings)
@@ -183,7 +185,66 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--seed", type=int, default=None, help="random seed; the same seed sends the same events"
     )
+    commands.add_parser(
+        "status", help="print backlog, pending entries, dead letters and consumers per shard"
+    )
+    dead = commands.add_parser("dead-letters", help="list or replay entries that failed to persist")
+    dead.add_argument("action", choices=("list", "replay"), help="list them, or put them back")
+    dead.add_argument("ids", nargs="*", help="dead-letter entry ids to replay")
+    dead.add_argument("--all", action="store_true", help="replay every dead-letter entry")
+    dead.add_argument("--limit", type=int, default=50, help="entries to list per shard")
     return parser
+
+
+def _known_urls(settings: Settings, command: str) -> Settings:
+    """Fill missing URLs from the servers that `up` recorded in the data dir."""
+    recorded = read_urls_file(settings.data_dir)
+    settings = dataclasses.replace(
+        settings,
+        database_url=settings.database_url or recorded.get("database_url"),
+        redis_url=settings.redis_url or recorded.get("redis_url"),
+    )
+    _require_urls(settings, command)
+    return settings
+
+
+def command_status(settings: Settings) -> int:
+    from core.status import print_status
+
+    return asyncio.run(print_status(_known_urls(settings, "status")))
+
+
+def command_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.deadletters import print_dead_letters, replay_command
+
+    settings = _known_urls(settings, "dead-letters")
+    if args.action == "replay":
+        if not args.all and not args.ids:
+            raise ConfigError("`dead-letters replay` needs entry ids or --all")
+        return asyncio.run(replay_command(settings, None if args.all else args.ids))
+    return asyncio.run(print_dead_letters(settings, limit=args.limit))
+
+
+def _run_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "demo":
+        from core.demo import run_demo
+
+        return run_demo(args.url, events=args.events, seed=args.seed)
+    if args.command == "status":
+        return command_status(settings)
+    if args.command == "dead-letters":
+        return command_dead_letters(settings, args)
+    settings = settings.with_secrets()
+    if args.command == "up":
+        command_up(settings)
+    elif args.command in ("ingest", "api"):
+        _require_urls(settings, args.command)
+        _serve(args.command, settings)
+    elif args.command == "worker":
+        command_worker(settings)
+    elif args.command == "migrate":
+        command_migrate(settings)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,26 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level, access_log=settings.access_log)
-        if args.command == "demo":
-            from core.demo import run_demo
-
-            return run_demo(args.url, events=args.events, seed=args.seed)
-        settings = settings.with_secrets()
-        if args.command == "up":
-            command_up(settings)
-        elif args.command in ("ingest", "api"):
-            _require_urls(settings, args.command)
-            _serve(args.command, settings)
-        elif args.command == "worker":
-            command_worker(settings)
-        elif args.command == "migrate":
-            command_migrate(settings)
+        return _run_command(args, settings)
     except (ConfigError, EmbeddedServerError) as exc:
         print(f"softadastra-cloud: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -78,6 +78,10 @@ _INT_VARS = {
     "CLOUD_BACKLOG_LIMIT_EVENTS": ("backlog_limit_events", 1, None),
     "CLOUD_RECLAIM_IDLE_MS": ("reclaim_idle_ms", 1000, None),
     "CLOUD_MAX_DELIVERIES": ("max_deliveries", 1, 1000),
+    "CLOUD_DEAD_LETTER_FLOOD_LIMIT": ("dead_letter_flood_limit", 1, 100_000),
+    "CLOUD_WORKER_METRICS_PORT": ("worker_metrics_port", 0, 65535),
+    "CLOUD_AGENT_RATE_PER_S": ("agent_rate_per_s", 0, 1_000_000),
+    "CLOUD_AGENT_RATE_BURST": ("agent_rate_burst", 1, 1_000_000),
     "CLOUD_AGENT_CACHE_TTL_S": ("agent_cache_ttl_s", 0, 300),
 }
 _BOOL_VARS = {"CLOUD_ACCESS_LOG": "access_log", "CLOUD_AUTO_MIGRATE": "auto_migrate"}
@@ -121,6 +125,11 @@ class Settings:
     backlog_limit_events: int = 2_000_000
     reclaim_idle_ms: int = 60_000
     max_deliveries: int = 5
+    dead_letter_flood_limit: int = 100
+    worker_metrics_port: int = 9091
+    # Requests per second of one agent key across all ingest processes; 0 disables.
+    agent_rate_per_s: int = 200
+    agent_rate_burst: int = 400
     agent_cache_ttl_s: float = 5.0
     log_level: str = "INFO"
     access_log: bool = True

@@ -9,9 +9,12 @@ import redis.asyncio as aioredis
 
 from core.auth import AgentKeyCache
 from core.config import Settings
+from core.ratelimit import LeasedLimit, Limit
 from core.security import PasswordHasher, TokenService
 
-__all__ = ["AppContext"]
+__all__ = ["AGENT_RATE_LEASE", "AppContext"]
+
+AGENT_RATE_LEASE = 10
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -22,6 +25,7 @@ class AppContext:
     tokens: TokenService
     passwords: PasswordHasher
     agent_keys: AgentKeyCache
+    agent_rate: LeasedLimit | None
 
     @classmethod
     def build(cls, *, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> AppContext:
@@ -36,4 +40,10 @@ class AppContext:
             agent_keys=AgentKeyCache(
                 secret=settings.agent_api_key_secret, ttl_s=settings.agent_cache_ttl_s
             ),
+            agent_rate=LeasedLimit(
+                Limit("agent", per_s=settings.agent_rate_per_s, burst=settings.agent_rate_burst),
+                lease=AGENT_RATE_LEASE,
+            )
+            if settings.agent_rate_per_s
+            else None,
         )

@@ -19,6 +19,7 @@ from core.app import ctx
 from core.auth import AgentIdentity, agent_key_from
 from core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
 from core.http import decode_body, ok, read_body
+from core.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from core.repositories.runs import RunScope
 from core.services import reports as reports_service
 from core.services import runs as runs_service
@@ -51,7 +52,12 @@ async def _agent(request: Request) -> AgentIdentity:
     if key is None:
         raise Unauthorized("Missing agent key; send it in the X-Agent-Key header")
     context = ctx(request)
-    return await context.agent_keys.resolve(context.pool, key)
+    agent = await context.agent_keys.resolve(context.pool, key)
+    if context.agent_rate is not None:
+        await context.agent_rate.take(
+            context.redis, agent.agent_id, what="requests with this agent key"
+        )
+    return agent
 
 
 async def create_run(request: Request) -> Response:
@@ -149,6 +155,8 @@ async def append_events(request: Request) -> Response:
                 break
             await _load_run_state(request, agent, keys)
         _raise_for_outcome(outcome, run_id, detail)
+    EVENTS_ACCEPTED.inc(accepted)
+    EVENTS_REJECTED.inc(len(rejected))
     return ok(Appended(accepted=accepted, rejected=rejected), "Events accepted", status=202)
 
 

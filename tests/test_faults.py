@@ -284,3 +284,73 @@ async def test_undecodable_entry_goes_to_dead_letters(
     assert await redis.xlen(keys.events) == 0
     assert int(await redis.get(keys.backlog)) == 0
     print("sent 1 undecodable entry, persisted 0, dead-lettered 1")
+
+
+async def test_sigterm_worker_acknowledges_before_exit(
+    client: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    agent = await new_agent(client)
+    run_id = await create_run(client, agent)
+    first = WorkerProcess(settings, tmp_path, "worker-a")
+    second = None
+    try:
+        sender = asyncio.create_task(
+            send_events(client, run_id, agent.headers, first=0, count=10_000)
+        )
+
+        async def some_persisted() -> bool:
+            response = await client.get(f"/api/runs/{run_id}/score", headers=agent.headers)
+            return bool(response.json()["data"]["counts"]["total"] >= 1000)
+
+        await wait_until(some_persisted, timeout_s=60, what="worker A to persist 1000 events")
+        exit_code = first.stop()
+        left_pending = await pending_of(redis, settings, first.process.pid)
+        second = WorkerProcess(settings, tmp_path, "worker-b")
+        accepted = await sender
+        await finish(client, run_id, agent.headers)
+        score = await wait_settled(client, run_id, agent.headers, timeout_s=60)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    print(f"sent 10000, accepted {accepted}, persisted {score['counts']['total']}, "
+          f"pending after SIGTERM {left_pending}")  # fmt: skip
+    assert exit_code == 0, first.output()[-3000:]
+    assert left_pending == 0
+    assert "worker stopped" in first.output()
+    assert score["counts"]["total"] == 10_000
+
+
+async def test_two_workers_share_without_double_counts(
+    client: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(settings, stream_batch_size=10)
+    agent = await new_agent(client)
+    runs = [await create_run(client, agent) for _ in range(4)]
+    workers = [WorkerProcess(settings, tmp_path, f"worker-{n}") for n in range(2)]
+    try:
+        accepted = sum(
+            await asyncio.gather(
+                *(
+                    send_events(client, run_id, agent.headers, first=0, count=5000)
+                    for run_id in runs
+                )
+            )
+        )
+        for run_id in runs:
+            await finish(client, run_id, agent.headers)
+        scores = [
+            await wait_settled(client, run_id, agent.headers, timeout_s=90) for run_id in runs
+        ]
+    finally:
+        codes = [worker.stop() for worker in workers]
+    async with pool.acquire() as conn:
+        for run_id in runs:
+            await assert_counters_match_recount(conn, run_id)
+    print(f"sent 20000 over 4 runs, accepted {accepted}, persisted "
+          f"{sum(s['counts']['total'] for s in scores)}, worker exit codes {codes}")  # fmt: skip
+    assert codes == [0, 0]
+    assert accepted == 20_000
+    assert [score["counts"]["total"] for score in scores] == [5000] * 4
+    assert "deadlock" not in "".join(worker.output().lower() for worker in workers)

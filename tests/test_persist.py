@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 
 import asyncpg
 import msgspec
+import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +18,7 @@ from core.repositories.runs import insert_run
 from core.scoring import Counters, score_counters
 from core.security import new_id
 from schema.structs import SEVERITIES, StreamBatch, StreamEvent
-from workers.consumer import ShardConsumer
+from workers.consumer import DeadLetterFlood, ShardConsumer
 from workers.persist import persist_entries
 
 STREAM = "sa:{s0}:events"
@@ -206,3 +208,19 @@ async def test_consumer_dead_letters_undecodable_entry(
     assert await redis.xlen(keys.events) == 0
     assert int(await redis.get(keys.backlog)) == 0
     assert consumer.dead_lettered == 1
+
+
+async def test_consumer_stops_on_dead_letter_flood(
+    settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, clean: None
+) -> None:
+    flood_settings = dataclasses.replace(settings, dead_letter_flood_limit=2)
+    consumer = ShardConsumer(shard=0, settings=flood_settings, pool=pool, redis=redis)
+    await consumer.ensure_group()
+    for _ in range(3):
+        await redis.xadd(consumer.keys.events, {"n": "1", "batch": b"garbage"})
+    consumer.wake_for_pending()
+    await consumer.step()
+    with pytest.raises(DeadLetterFlood):
+        await consumer.step()
+    assert await redis.xlen(consumer.keys.dead) == 2
+    assert await redis.xlen(consumer.keys.events) == 1

@@ -10,6 +10,8 @@ retry, never lost.
 from __future__ import annotations
 
 import asyncio
+import collections
+import datetime as dt
 import logging
 import os
 import socket
@@ -22,6 +24,14 @@ import redis.exceptions
 
 from core import streams
 from core.config import Settings
+from core.metrics import (
+    BATCH_SECONDS,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_DISCARDED,
+    EVENTS_DUPLICATE,
+    EVENTS_PERSISTED,
+    SCORE_LAG_SECONDS,
+)
 from schema.structs import StreamBatch
 from workers.persist import PersistResult, persist_entries
 
@@ -46,6 +56,18 @@ TRANSIENT_ERRORS = (
 )
 
 
+FLOOD_WINDOW_S = 60.0
+FLOOD_PAUSE_S = 60.0
+
+
+class DeadLetterFlood(Exception):
+    """More entries failed within a minute than the flood limit allows.
+
+    So many failures at once usually mean a bug or a broken dependency rather than
+    bad entries, so the consumer stops and waits instead of dead-lettering them all.
+    """
+
+
 def consumer_name(shard: int) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-s{shard}"
 
@@ -63,6 +85,7 @@ class ShardConsumer:
         self._read_pending = True
         self.totals = PersistResult()
         self.dead_lettered = 0
+        self._dead_letter_times: collections.deque[float] = collections.deque()
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return."""
@@ -91,6 +114,17 @@ class ShardConsumer:
                 while not self._stopping.is_set():
                     await self.step()
                     backoff_s = 0.5
+            except DeadLetterFlood as exc:
+                log.critical(
+                    "consumer %s stopped consuming %s for %.0f s: %s; entries stay pending. "
+                    "Inspect them with `softadastra-cloud dead-letters list`",
+                    self.name,
+                    self.keys.events,
+                    FLOOD_PAUSE_S,
+                    exc,
+                )
+                self._read_pending = True
+                await self._pause(FLOOD_PAUSE_S)
             except redis.exceptions.ResponseError as exc:
                 # NOGROUP or UNBLOCKED: the stream or its group vanished (a Redis restart
                 # without its append-only file, or a flush); recreate it and go on.
@@ -172,6 +206,10 @@ class ShardConsumer:
             for entry_id in failed:
                 counts.pop(entry_id)
         await streams.ack_entries(self._redis, self.keys, list(counts.items()))
+        BATCH_SECONDS.observe(time.monotonic() - started)
+        committed_at = dt.datetime.now(dt.UTC)
+        for _, batch in decoded:
+            SCORE_LAG_SECONDS.observe((committed_at - batch.received_at).total_seconds())
         log.debug(
             "consumer %s persisted %d entries in %.1f ms",
             self.name,
@@ -219,6 +257,10 @@ class ShardConsumer:
     def _add_totals(self, result: PersistResult) -> None:
         for field in PersistResult.__struct_fields__:
             setattr(self.totals, field, getattr(self.totals, field) + getattr(result, field))
+        EVENTS_PERSISTED.inc(result.inserted)
+        EVENTS_DUPLICATE.inc(result.duplicates)
+        EVENTS_DISCARDED.inc(result.discarded)
+        EVENTS_DEAD_LETTERED.inc(result.dead_lettered)
 
     async def _retry_or_dead_letter(self, entry: tuple[str, StreamBatch], exc: Exception) -> None:
         entry_id, batch = entry
@@ -245,6 +287,15 @@ class ShardConsumer:
         )
         self._read_pending = True
 
+    def _check_flood(self) -> None:
+        now = time.monotonic()
+        while self._dead_letter_times and now - self._dead_letter_times[0] > FLOOD_WINDOW_S:
+            self._dead_letter_times.popleft()
+        limit = self._settings.dead_letter_flood_limit
+        if len(self._dead_letter_times) >= limit:
+            raise DeadLetterFlood(f"{limit} entries dead-lettered within {FLOOD_WINDOW_S:.0f} s")
+        self._dead_letter_times.append(now)
+
     async def _dead_letter(
         self, entry_id: str, fields: dict[bytes, bytes], reason: str, *, count: int | None = None
     ) -> None:
@@ -256,6 +307,7 @@ class ShardConsumer:
         }
         for name, value in fields.items():
             dead_fields[b"entry." + name] = value
+        self._check_flood()
         if count is None:
             try:
                 count = int(fields.get(b"n", b"0"))
@@ -264,6 +316,7 @@ class ShardConsumer:
         await self._redis.xadd(self.keys.dead, dead_fields)
         await streams.ack_entries(self._redis, self.keys, [(entry_id, count)])
         self.dead_lettered += 1
+        EVENTS_DEAD_LETTERED.inc(count)
         log.error(
             "consumer %s dead-lettered entry %s of %s: %s",
             self.name,

@@ -12,12 +12,16 @@ import asyncio
 import logging
 from typing import Any
 
+import redis.asyncio as aioredis
+import redis.exceptions as redis_exceptions
 from arq import cron
 from arq.connections import RedisSettings
+from prometheus_client import start_http_server
 
 from core import streams
 from core.config import Settings
 from core.connections import check_redis_durability, connect_postgres, connect_redis
+from core.metrics import update_stream_gauges
 from workers.consumer import ShardConsumer
 
 __all__ = ["reclaim_stale_entries", "worker_settings"]
@@ -25,6 +29,7 @@ __all__ = ["reclaim_stale_entries", "worker_settings"]
 log = logging.getLogger(__name__)
 
 _STOP_TIMEOUT_S = 30.0
+_GAUGE_INTERVAL_S = 5.0
 _MAX_CLAIMS_PER_RUN = 1000
 
 
@@ -74,10 +79,36 @@ async def _startup(ctx: dict[str, Any]) -> None:
         asyncio.create_task(consumer.run(), name=f"consumer-{consumer.name}")
         for consumer in consumers
     ]
+    ctx["gauge_task"] = asyncio.create_task(_refresh_gauges(ctx["stream_redis"], settings))
+    _serve_metrics(settings.host, settings.worker_metrics_port)
     log.info("worker started %d stream consumers", len(consumers))
 
 
+async def _refresh_gauges(redis: aioredis.Redis, settings: Settings) -> None:
+    """Sample backlog, pending and dead-letter sizes for /metrics every few seconds."""
+    while True:
+        try:
+            await update_stream_gauges(redis, settings.stream_shards)
+        except (redis_exceptions.RedisError, OSError) as exc:
+            log.debug("stream gauges not refreshed: %r", exc)
+        await asyncio.sleep(_GAUGE_INTERVAL_S)
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    if port == 0:
+        return
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        # Several workers on one host: the first one serves, the others say so.
+        log.warning("metrics not served on port %d (%s); set CLOUD_WORKER_METRICS_PORT", port, exc)
+        return
+    log.info("worker metrics on http://%s:%d/metrics", host, port)
+
+
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    if "gauge_task" in ctx:
+        ctx["gauge_task"].cancel()
     for consumer in ctx.get("consumers", []):
         consumer.stop()
     tasks = ctx.get("consumer_tasks", [])

@@ -1,0 +1,147 @@
+"""What operators use: the status and dead-letters commands, and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+from core import streams
+from core.config import Settings
+from tests.faults import serve
+from tests.helpers import create_run, new_agent
+from workers.consumer import ShardConsumer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run_cli(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str]:
+    env = dict(os.environ)
+    env.update(
+        CLOUD_DATABASE_URL=settings.database_url or "",
+        CLOUD_REDIS_URL=settings.redis_url or "",
+        CLOUD_STREAM_SHARDS=str(settings.stream_shards),
+        CLOUD_DATA_DIR=str(tmp_path / "data"),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.cli", *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def test_status_prints_every_shard(settings: Settings, tmp_path: Path, clean: None) -> None:
+    code, output = await run_cli(settings, tmp_path, "status")
+    assert code == 0, output
+    assert "backlog events" in output
+    for shard in range(settings.stream_shards):
+        assert f"\n{shard:>5} " in output
+    assert "dead events in PostgreSQL: 0" in output
+
+
+async def test_status_without_servers_explains(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CLOUD_")}
+    env["CLOUD_DATA_DIR"] = str(tmp_path / "empty")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.cli", "status", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    assert b"CLOUD_DATABASE_URL" in output
+
+
+async def test_dead_letter_replay_restores_entry(
+    settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, tmp_path: Path, clean: None
+) -> None:
+    consumer = ShardConsumer(shard=0, settings=settings, pool=pool, redis=redis)
+    keys = consumer.keys
+    await consumer.ensure_group()
+    await redis.xadd(keys.events, {"n": "4", "batch": b"not json"})
+    await redis.incrby(keys.backlog, 4)
+    consumer.wake_for_pending()
+    await consumer.step()
+    await consumer.step()
+    assert await redis.xlen(keys.dead) == 1
+    assert int(await redis.get(keys.backlog)) == 0
+
+    code, listed = await run_cli(settings, tmp_path, "dead-letters", "list")
+    assert code == 0, listed
+    assert "dead-letter entries: 1" in listed
+    assert "undecodable" in listed
+
+    code, replayed = await run_cli(settings, tmp_path, "dead-letters", "replay", "--all")
+    assert code == 0, replayed
+    assert "replayed 1 entries" in replayed
+    assert await redis.xlen(keys.dead) == 0
+    assert await redis.xlen(keys.events) == 1
+    assert int(await redis.get(keys.backlog)) == 4
+
+
+async def test_metrics_count_accepted_events(client: httpx.AsyncClient) -> None:
+    agent = await new_agent(client)
+    run_id = await create_run(client, agent)
+    before = await client.get("/metrics")
+    await client.post(
+        f"/api/runs/{run_id}/events",
+        json={"events": [{"event_type": "request_sent"}] * 3},
+        headers=agent.headers,
+    )
+    after = await client.get("/metrics")
+    assert after.status_code == 200
+    assert after.headers["content-type"].startswith("text/plain")
+    assert accepted_total(after.text) - accepted_total(before.text) == 3
+    assert (
+        'softadastra_http_requests_total{method="POST",role="all-in-one",status="202"}'
+        in after.text
+    )
+
+
+def accepted_total(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("softadastra_events_accepted_total "):
+            return float(line.split()[1])
+    raise AssertionError("softadastra_events_accepted_total missing from /metrics")
+
+
+async def test_stream_keys_share_hash_tag() -> None:
+    keys = streams.StreamKeys(3)
+    tags = {
+        key.split("}")[0]
+        for key in (keys.events, keys.runs, keys.accepted, keys.backlog, keys.dead)
+    }
+    assert tags == {"sa:{s3"}
+
+
+async def test_agent_rate_limit_answers_429(settings: Settings, clean: None) -> None:
+    limited = dataclasses.replace(settings, agent_rate_per_s=1, agent_rate_burst=5)
+    async with serve(limited) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        agent = await new_agent(client)
+        other = await new_agent(client)
+        run_id = await create_run(client, agent)
+        statuses = []
+        for _ in range(10):
+            response = await client.post(
+                f"/api/runs/{run_id}/events",
+                json={"event_type": "request_sent"},
+                headers=agent.headers,
+            )
+            statuses.append(response.status_code)
+        other_run = await client.post(
+            "/api/runs",
+            json={"target_url": "https://x.test", "scenario": "ab"},
+            headers=other.headers,
+        )
+    assert statuses.count(429) >= 4
+    assert 202 in statuses
+    assert response.json()["error"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert other_run.status_code == 201

@@ -249,6 +249,11 @@ async def test_redis_restart_keeps_accepted_events(
             accepted = await send_events(client, run_id, agent.headers, first=0, count=2000)
             port = own_redis.port
             own_redis.stop()
+            while_down = await client.post(
+                f"/api/runs/{run_id}/events",
+                json={"event_id": "down", "event_type": "request_sent"},
+                headers=agent.headers,
+            )
             own_redis.start(port=port)
             accepted += await send_events(client, run_id, agent.headers, first=2000, count=2000)
             await finish(client, run_id, agent.headers)
@@ -260,6 +265,9 @@ async def test_redis_restart_keeps_accepted_events(
     async with pool.acquire() as conn:
         stored, _ = await stored_events(conn, run_id)
     print(f"accepted {accepted} around a Redis restart; persisted {stored}")
+    assert while_down.status_code == 503
+    assert while_down.json()["error"] == "service_unavailable"
+    assert int(while_down.headers["Retry-After"]) >= 1
     assert accepted == 4000
     assert stored == 4000
     assert score["counts"]["total"] == 4000

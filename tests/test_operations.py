@@ -145,3 +145,26 @@ async def test_agent_rate_limit_answers_429(settings: Settings, clean: None) -> 
     assert response.json()["error"] == "rate_limited"
     assert int(response.headers["Retry-After"]) >= 1
     assert other_run.status_code == 201
+
+
+async def test_deleted_key_expires_on_other_processes(settings: Settings, clean: None) -> None:
+    """A process that cached a key accepts it for at most CLOUD_AGENT_CACHE_TTL_S more."""
+    short_ttl = dataclasses.replace(settings, agent_cache_ttl_s=1)
+    async with (
+        serve(short_ttl) as first_url,
+        serve(short_ttl) as second_url,
+        httpx.AsyncClient(base_url=first_url, timeout=30) as first,
+        httpx.AsyncClient(base_url=second_url, timeout=30) as second,
+    ):
+        agent = await new_agent(first)
+        run_id = await create_run(second, agent)  # the second process caches the key
+        deleted = await first.delete(f"/api/agents/{agent.agent_id}", headers=agent.user)
+        assert deleted.status_code == 200
+        on_first = await first.get(f"/api/runs/{run_id}", headers=agent.headers)
+        await asyncio.sleep(1.2)
+        on_second = await second.post(
+            f"/api/runs/{run_id}/events", json={"event_type": "request_sent"}, headers=agent.headers
+        )
+    assert on_first.status_code == 401
+    assert on_second.status_code == 401
+    assert on_second.json()["error"] == "unauthorized"

@@ -215,8 +215,8 @@ def openapi_document(*, title: str, version: str) -> dict[str, Any]:
             "title": title,
             "version": version,
             "description": (
-                "Agents write with `X-Agent-Key`; people read and manage with "
-                "`Authorization: Bearer <token>` from /api/auth/login."
+                "Agents write with the `X-Agent-Key` header; people read and manage with "
+                "`Authorization: Bearer <token>`, the token coming from `POST /api/auth/login`."
             ),
         },
         "paths": paths,

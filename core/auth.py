@@ -1,4 +1,4 @@
-"""Who is calling: a user with a bearer token, or an agent with its key.
+"""Caller identities: a user with a bearer token, or an agent with its key.
 
 Agent keys are resolved through a per-process cache, so the hot ingest path does not
 query PostgreSQL on every request. An entry lives `ttl_s` seconds, which bounds how

@@ -1,4 +1,4 @@
-"""What every request handler and consumer needs, built once per process."""
+"""Per-process dependencies of request handlers: settings, pools, token and key services."""
 
 from __future__ import annotations
 

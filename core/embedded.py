@@ -162,7 +162,7 @@ class EmbeddedRedis:
                 pass
             time.sleep(0.05)
         raise EmbeddedServerError(
-            f"embedded Redis did not answer within 30 s; see {self.directory}"
+            f"embedded Redis did not respond within 30 s; see {self.directory}"
         )
 
     def stop(self) -> None:

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 _decode_batch = msgspec.json.Decoder(StreamBatch).decode
 _MAX_BACKOFF_S = 10.0
-# Errors that say "try again later" rather than "this entry is bad".
+# Errors that mean "try again later" rather than "this entry is bad".
 TRANSIENT_ERRORS = (
     OSError,
     asyncio.TimeoutError,

@@ -117,8 +117,8 @@ async def _insert_isolating(
 ) -> tuple[list[asyncpg.Record], dict[int, int]]:
     """Insert events; if PostgreSQL refuses a value, find and dead-letter the bad rows.
 
-    Ingest rejects the values it knows jsonb and timestamptz refuse, so this path is
-    a safety net: the rows go one by one, each in a savepoint, and a refused row goes
+    Ingest rejects the values that jsonb and timestamptz are known to refuse, so this
+    path is a safety net: the rows go one by one, each in a savepoint, and a refused row goes
     to `dead_events` with the reason. Returns the inserted rows and, per run, how many
     rows were dead-lettered.
     """

@@ -100,7 +100,7 @@ def _serve_metrics(host: str, port: int) -> None:
     try:
         start_http_server(port, addr=host)
     except OSError as exc:
-        # Several workers on one host: the first one serves, the others say so.
+        # With several workers on one host, the first one serves and the others log this.
         log.warning("metrics not served on port %d (%s); set CLOUD_WORKER_METRICS_PORT", port, exc)
         return
     log.info("worker metrics on http://%s:%d/metrics", host, port)

@@ -48,7 +48,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("delete", "/api/projects/{project_id}", "Delete a project and all it holds", "user",
               out.Deleted),
     Operation("get", "/api/projects/{project_id}/scores",
-              "Latest score, average and trend of the last runs", "user", out.ProjectScores,
+              "Latest score, average and risk counts over the last finished or failed runs, and "
+              "the trend of all of them", "user", out.ProjectScores,
               query=("last",)),
     Operation("post", "/api/projects/{project_id}/agents", "Create an agent; returns its key once",
               "user", out.AgentWithKey, 201, inp.AgentCreate),
@@ -109,6 +110,15 @@ _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "last": {"type": "integer"},
     "status": {"type": "string", "enum": list(inp.RUN_STATUSES)},
 }
+_QUERY_DESCRIPTIONS = {
+    "limit": "Items per page.",
+    "offset": "Items to skip; negative values count as 0.",
+    "last": "How many of the newest runs to summarise.",
+    "project_id": "Only items of this project.",
+    "agent_id": "Only runs of this agent.",
+    "run_id": "Only events of this run, oldest first.",
+    "status": "Only runs with this status.",
+}
 _ERROR = {
     "type": "object",
     "required": ["success", "error", "message"],
@@ -164,15 +174,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _path_params(op.path)
     ]
-    parameters += [
-        {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": _QUERY_SCHEMAS.get(name, {"type": "string"}),
-        }
-        for name in op.query
-    ]
+    parameters += [_query_parameter(op, name) for name in op.query]
     spec: dict[str, Any] = {
         "summary": op.summary,
         "operationId": op.method + "_" + _OPERATION_ID_CHARS.sub("_", op.path).strip("_"),
@@ -189,6 +191,25 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": {"application/json": {"schema": schema}},
         }
     return spec
+
+
+def _query_parameter(op: Operation, name: str) -> dict[str, Any]:
+    schema = dict(_QUERY_SCHEMAS.get(name, {"type": "string"}))
+    description = _QUERY_DESCRIPTIONS.get(name, "")
+    if name in ("limit", "last"):
+        default, maximum = (50, 500) if op.response is out.EventOut else (20, 100)
+        schema["default"] = default
+        description = (
+            f"{description} Default {default}; values below 1 count as 1 and values above "
+            f"{maximum} as {maximum}."
+        )
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description.strip(),
+        "schema": schema,
+    }
 
 
 def _path_params(path: str) -> list[str]:

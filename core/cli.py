@@ -88,6 +88,9 @@ def _data_dir_lock(data_dir: Path) -> Iterator[None]:
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
+    # Next to the HTTP port unless set: the all-in-one /metrics shows only ingest and
+    # api, and a fixed default would clash between two `up` on one machine.
+    env.setdefault("CLOUD_WORKER_METRICS_PORT", str(settings.port + 1))
     env.update(
         CLOUD_DATABASE_URL=settings.database_url or "",
         CLOUD_REDIS_URL=settings.redis_url or "",
@@ -204,7 +207,12 @@ def _known_urls(settings: Settings, command: str) -> Settings:
         database_url=settings.database_url or recorded.get("database_url"),
         redis_url=settings.redis_url or recorded.get("redis_url"),
     )
-    _require_urls(settings, command)
+    if not (settings.database_url and settings.redis_url):
+        raise ConfigError(
+            f"`{command}` found no servers: set CLOUD_DATABASE_URL and CLOUD_REDIS_URL, or run "
+            f"it with the CLOUD_DATA_DIR of a running `softadastra-cloud up` "
+            f"(now {settings.data_dir})"
+        )
     return settings
 
 

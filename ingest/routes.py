@@ -157,7 +157,8 @@ async def append_events(request: Request) -> Response:
         _raise_for_outcome(outcome, run_id, detail)
     EVENTS_ACCEPTED.inc(accepted)
     EVENTS_REJECTED.inc(len(rejected))
-    return ok(Appended(accepted=accepted, rejected=rejected), "Events accepted", status=202)
+    message = f"{accepted} events accepted, {len(rejected)} rejected"
+    return ok(Appended(accepted=accepted, rejected=rejected), message, status=202)
 
 
 def _raise_for_outcome(outcome: streams.AppendOutcome, run_id: str, detail: str) -> None:

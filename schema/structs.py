@@ -213,12 +213,20 @@ class AgentCreate(msgspec.Struct):
 
 
 class RunCreate(msgspec.Struct):
-    target_url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    target_url: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=2048, description="http:// or https:// URL")
+    ]
     scenario: Name
-    method: str = "GET"
-    project_id: str | None = None
-    agent_id: str | None = None
-    status: str = "running"
+    method: Annotated[
+        str, msgspec.Meta(description="GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS, any case")
+    ] = "GET"
+    project_id: (
+        Annotated[str, msgspec.Meta(description="Defaults to the agent key's project")] | None
+    ) = None
+    agent_id: (
+        Annotated[str, msgspec.Meta(description="Defaults to the agent of the key")] | None
+    ) = None
+    status: Annotated[str, msgspec.Meta(description="created or running")] = "running"
 
     def __post_init__(self) -> None:
         _reject_nul("target_url", self.target_url)
@@ -236,7 +244,13 @@ class RunCreate(msgspec.Struct):
 
 
 class RunStatusIn(msgspec.Struct):
-    status: str
+    status: Annotated[
+        str,
+        msgspec.Meta(
+            description="created, running, finished, failed or cancelled; the last three are "
+            "final, and a final run cannot change status"
+        ),
+    ]
 
     def __post_init__(self) -> None:
         if self.status not in RUN_STATUSES:
@@ -246,7 +260,7 @@ class RunStatusIn(msgspec.Struct):
 
 
 class RunFinish(msgspec.Struct):
-    status: str = "finished"
+    status: Annotated[str, msgspec.Meta(description="finished, failed or cancelled")] = "finished"
 
     def __post_init__(self) -> None:
         if self.status not in FINAL_STATUSES:
@@ -259,12 +273,41 @@ class RunFinish(msgspec.Struct):
 class EventIn(msgspec.Struct, omit_defaults=True):
     """One event as an agent sends it."""
 
-    event_type: Name
-    severity: str = "info"
+    event_type: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=2,
+            max_length=120,
+            description="Free text; these score: data_loss_risk_detected, duplicate_detected, "
+            "request_timeout, recovery_failed",
+        ),
+    ]
+    severity: Annotated[
+        str,
+        msgspec.Meta(description="info, warning (or warn), error or critical, in any case"),
+    ] = "info"
     message: Annotated[str, msgspec.Meta(max_length=1000)] = ""
-    payload: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
-    occurred_at: dt.datetime | None = None
+    payload: Annotated[
+        msgspec.Raw | msgspec.UnsetType, msgspec.Meta(description="Any JSON value up to 1 MiB")
+    ] = msgspec.UNSET
+    event_id: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=100,
+                description="Idempotency key: an event re-sent with the same id is stored once",
+            ),
+        ]
+        | None
+    ) = None
+    occurred_at: (
+        Annotated[
+            dt.datetime,
+            msgspec.Meta(description="RFC 3339 time with a zone, when the agent saw it"),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         _reject_nul("event_type", self.event_type)
@@ -296,12 +339,12 @@ class EventBatch(msgspec.Struct):
 
 class ReportIn(msgspec.Struct):
     summary: Annotated[str, msgspec.Meta(min_length=2, max_length=2000)]
-    raw_json: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    raw_json: Annotated[
+        msgspec.Raw, msgspec.Meta(description="The full report, any JSON value up to 5 MiB")
+    ]
 
     def __post_init__(self) -> None:
         _reject_nul("summary", self.summary)
-        if self.raw_json is msgspec.UNSET:
-            raise ValueError("`raw_json` is required; send the full report as a JSON value")
         size = len(self.raw_json)
         if size > MAX_REPORT_BYTES:
             raise ValueError(f"`raw_json` is {size} bytes; the limit is {MAX_REPORT_BYTES} bytes")

@@ -203,3 +203,25 @@ async def test_missing_agent_key_is_unauthorized(client: httpx.AsyncClient) -> N
     body = response.json()
     assert body == {"success": False, "error": "unauthorized", "message": body["message"]}
     assert "X-Agent-Key" in body["message"]
+
+
+async def test_project_scores_leave_out_cancelled_runs(
+    client: httpx.AsyncClient, consumers: list[ShardConsumer]
+) -> None:
+    agent = await new_agent(client)
+    scored = await create_run(client, agent)
+    await client.post(
+        f"/api/runs/{scored}/events", json=event("request_timeout", "warning"), headers=agent.headers
+    )
+    await client.post(f"/api/runs/{scored}/finish", headers=agent.headers)
+    await wait_settled(client, scored, agent.headers)
+    cancelled = await create_run(client, agent)
+    await client.post(
+        f"/api/runs/{cancelled}/finish", json={"status": "cancelled"}, headers=agent.headers
+    )
+    response = await client.get(f"/api/projects/{agent.project_id}/scores", headers=agent.user)
+    summary = response.json()["data"]
+    assert summary["latest"]["run_id"] == scored
+    assert summary["average_score"] == 87
+    assert summary["final_runs"] == 1
+    assert len(summary["trend"]) == 2

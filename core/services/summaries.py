@@ -5,19 +5,24 @@ import asyncpg
 from core.repositories import summaries as summaries_repo
 from core.scoring import grade_for
 from schema.responses import LatestScore, ProjectScores, TrendPoint
-from schema.structs import FINAL_STATUSES
 
 __all__ = ["project_summary"]
 
 RISK_FLAGS = ("data_loss", "duplicate", "timeout", "recovery")
+SCORED_STATUSES = ("finished", "failed")
 
 
 async def project_summary(
     conn: asyncpg.Connection, *, project: asyncpg.Record, last: int
 ) -> ProjectScores:
-    """Latest score, average and flag counts over a project's last `last` runs."""
+    """Latest score, average and flag counts over a project's last `last` runs.
+
+    Only finished and failed runs have a verdict: open runs are still changing, and a
+    cancelled run stopped before its test ended, so its score would flatter the
+    average. The trend lists every run.
+    """
     rows = await summaries_repo.recent_run_scores(conn, project_key=project["id"], limit=last)
-    final = [row for row in rows if row["status"] in FINAL_STATUSES]
+    final = [row for row in rows if row["status"] in SCORED_STATUSES]
     average = round(sum(row["score"] for row in final) / len(final), 1) if final else None
     latest = final[0] if final else None
     return ProjectScores(

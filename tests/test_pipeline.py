@@ -211,7 +211,9 @@ async def test_project_scores_leave_out_cancelled_runs(
     agent = await new_agent(client)
     scored = await create_run(client, agent)
     await client.post(
-        f"/api/runs/{scored}/events", json=event("request_timeout", "warning"), headers=agent.headers
+        f"/api/runs/{scored}/events",
+        json=event("request_timeout", "warning"),
+        headers=agent.headers,
     )
     await client.post(f"/api/runs/{scored}/finish", headers=agent.headers)
     await wait_settled(client, scored, agent.headers)

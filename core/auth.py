@@ -69,10 +69,12 @@ class AgentKeyCache:
         self._secret = secret
         self._ttl_s = ttl_s
         self._entries: dict[str, tuple[float, AgentIdentity]] = {}
+        self._invalid: dict[str, float] = {}
         self._last_stale_warning = 0.0
 
     def forget(self) -> None:
         self._entries.clear()
+        self._invalid.clear()
 
     def _warn_stale(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -91,6 +93,8 @@ class AgentKeyCache:
         cached = self._entries.get(key_hash)
         if cached is not None and cached[0] > now:
             return cached[1]
+        if self._invalid.get(key_hash, 0.0) > now:
+            raise Unauthorized("Invalid agent key; it may have been rotated or its agent deleted")
         try:
             async with pool.acquire() as conn:
                 row = await agents_repo.get_identity_by_key_hash(conn, key_hash)
@@ -103,6 +107,11 @@ class AgentKeyCache:
             raise
         if row is None:
             self._entries.pop(key_hash, None)
+            # Remembered for a TTL too, so a client retrying a wrong key in a loop does
+            # not cost a query each time.
+            if len(self._invalid) >= _MAX_CACHED_KEYS:
+                self._invalid.clear()
+            self._invalid[key_hash] = now + self._ttl_s
             raise Unauthorized("Invalid agent key; it may have been rotated or its agent deleted")
         identity = AgentIdentity(
             agent_key=row["agent_key"],

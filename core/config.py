@@ -82,6 +82,7 @@ _INT_VARS = {
     "CLOUD_WORKER_METRICS_PORT": ("worker_metrics_port", 0, 65535),
     "CLOUD_AGENT_RATE_PER_S": ("agent_rate_per_s", 0, 1_000_000),
     "CLOUD_AGENT_RATE_BURST": ("agent_rate_burst", 1, 1_000_000),
+    "CLOUD_REGISTER_BURST": ("register_burst", 1, 1_000_000),
     "CLOUD_AGENT_CACHE_TTL_S": ("agent_cache_ttl_s", 0, 300),
 }
 _BOOL_VARS = {"CLOUD_ACCESS_LOG": "access_log", "CLOUD_AUTO_MIGRATE": "auto_migrate"}
@@ -130,6 +131,7 @@ class Settings:
     # Requests per second of one agent key across all ingest processes; 0 disables.
     agent_rate_per_s: int = 200
     agent_rate_burst: int = 400
+    register_burst: int = 20
     agent_cache_ttl_s: float = 5.0
     log_level: str = "INFO"
     access_log: bool = True

@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb travels as its JSON text both ways: payloads are stored as the agent sent
-    # them and served as raw JSON, never decoded into Python objects.
+    # JSON travels as text both ways: payloads are stored as the agent sent them and
+    # served as raw JSON, never decoded into Python objects.
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name, encoder=str, decoder=str, schema="pg_catalog", format="text"

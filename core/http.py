@@ -32,6 +32,7 @@ T = TypeVar("T")
 BODY_READ_TIMEOUT_S = 30.0
 
 _encoder = msgspec.json.Encoder()
+_CHARSET = re.compile(r"charset\s*=\s*([^;\s]+)", re.IGNORECASE)
 _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
 
 
@@ -56,10 +57,16 @@ def _check_content_type(request: Request) -> None:
     content_type = request.headers.get("content-type")
     if content_type is None:
         return
-    media_type = content_type.split(";", 1)[0].strip().lower()
+    media_type, _, parameters = content_type.partition(";")
+    media_type = media_type.strip().lower()
     if not _JSON_TYPE.match(media_type):
         raise UnsupportedMediaType(
             f"Content-Type {media_type!r} is not supported; send application/json"
+        )
+    charset = _CHARSET.search(parameters)
+    if charset and charset[1].strip('"').lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(
+            f"Content-Type charset {charset[1]!r} is not supported; send UTF-8"
         )
 
 
@@ -199,7 +206,7 @@ def _parse_int_param(request: Request, name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     text = raw.strip()
-    if not re.fullmatch(r"[+-]?\d+", text):
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
         raise ValidationFailed(f"Query parameter `{name}` must be an integer, got {raw[:40]!r}")
     # Clamp by sign and length first, so a thousand-digit number costs nothing.
     if text.startswith("-"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 
@@ -79,13 +80,32 @@ class LeasedLimit:
         self.limit = limit
         self.lease = max(1, min(lease, limit.burst))
         self._local: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def take(self, redis: aioredis.Redis, subject: str, *, what: str) -> None:
         """Spend one token of `subject`, or raise 429 `rate_limited` with Retry-After."""
-        local = self._local.get(subject, 0)
-        if local > 0:
-            self._local[subject] = local - 1
+        if self._spend_local(subject):
             return
+        # One lease at a time per subject: concurrent requests wait for it and share
+        # its tokens instead of each leasing (and wasting) a batch of their own.
+        lock = self._locks.get(subject)
+        if lock is None:
+            if len(self._locks) > 10_000:
+                self._locks = {key: held for key, held in self._locks.items() if held.locked()}
+            lock = self._locks[subject] = asyncio.Lock()
+        async with lock:
+            if self._spend_local(subject):
+                return
+            await self._lease(redis, subject, what=what)
+
+    def _spend_local(self, subject: str) -> bool:
+        local = self._local.get(subject, 0)
+        if local <= 0:
+            return False
+        self._local[subject] = local - 1
+        return True
+
+    async def _lease(self, redis: aioredis.Redis, subject: str, *, what: str) -> None:
         key = f"sa:rate:{self.limit.name}:{subject}"
         args = (self.limit.per_s, self.limit.burst)
         allowed, wait_ms = await _TOKEN_BUCKET(redis, (key,), (*args, self.lease))
@@ -100,4 +120,4 @@ class LeasedLimit:
             )
         if len(self._local) > 10_000:
             self._local.clear()
-        self._local[subject] = granted - 1
+        self._local[subject] = self._local.get(subject, 0) + granted - 1

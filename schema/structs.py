@@ -106,9 +106,10 @@ def _walk_for_nul(value: Any) -> bool:
     return False
 
 
-# PostgreSQL's jsonb stores numbers as `numeric`, which rejects numbers far beyond
-# these (131072 digits before the point, 16383 after). Only a payload that matches
-# the cheap pattern is tokenised to look at its numbers.
+# Payloads are stored as sent, but a reader that parses them (a dashboard, a query
+# casting to jsonb) would choke on numbers far beyond these, and jsonb's `numeric`
+# refuses some outright. Only a payload that matches the cheap pattern is tokenised
+# to look at its numbers.
 MAX_NUMBER_DIGITS = 1000
 MAX_NUMBER_EXPONENT = 1000
 _SUSPICIOUS_NUMBER = re.compile(rb"\d{1001}|[eE][+-]?0*[1-9]\d{3}")
@@ -132,13 +133,21 @@ def _check_numbers(field: str, raw: bytes) -> None:
 
 
 def check_payload_text(field: str, raw: bytes) -> None:
-    """Reject a raw JSON value that PostgreSQL's jsonb would refuse.
+    """Reject a raw JSON value that is not valid UTF-8 or that readers could not use.
 
-    jsonb rejects strings containing U+0000 or lone surrogates, and numbers beyond
-    `numeric`; checking here answers the agent with 400 instead of failing in the
-    worker. Only payloads with a `\\u` escape can hold U+0000 or a surrogate, so the
-    rest skip the full decode.
+    That is text containing U+0000 or lone surrogates, which PostgreSQL's text types
+    and jsonb refuse, and numbers beyond `MAX_NUMBER_DIGITS`/`MAX_NUMBER_EXPONENT`.
+    Checking here answers the agent with 400 instead of failing in the worker. Only
+    payloads with a `\\u` escape can hold U+0000 or a surrogate, so the rest skip the
+    full decode.
     """
+    # msgspec does not check the UTF-8 of a Raw value; PostgreSQL would refuse it.
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"`{field}` is not valid UTF-8 (byte {exc.start}); send UTF-8 text"
+        ) from None
     _check_numbers(field, raw)
     if b"\\u" not in raw:
         return

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from core import streams
 from core.config import Settings
+from core.errors import TooManyRequests
+from core.ratelimit import LeasedLimit, Limit
 from tests.faults import serve
 from tests.helpers import create_run, new_agent
 from workers.consumer import ShardConsumer
@@ -168,3 +171,15 @@ async def test_deleted_key_expires_on_other_processes(settings: Settings, clean:
     assert on_first.status_code == 401
     assert on_second.status_code == 401
     assert on_second.json()["error"] == "unauthorized"
+
+
+async def test_leased_limit_concurrent_takes_keep_tokens(
+    redis: aioredis.Redis, clean: None
+) -> None:
+    limit = LeasedLimit(Limit("test", per_s=0.001, burst=100), lease=10)
+    results = await asyncio.gather(
+        *(limit.take(redis, "agent", what="requests") for _ in range(100)), return_exceptions=True
+    )
+    assert [r for r in results if r is not None] == []
+    with pytest.raises(TooManyRequests):
+        await limit.take(redis, "agent", what="requests")

@@ -119,7 +119,9 @@ async def test_persist_refused_value_dead_letters_only_it(pool: asyncpg.Pool, cl
         run_id = await make_run(conn)
         events = [
             stream_event("good-1", "request_sent", "info"),
-            stream_event("bad", "request_sent", "error", payload=b"1e200000"),
+            # Ingest never lets invalid JSON through; here it stands for any value
+            # PostgreSQL refuses.
+            stream_event("bad", "request_sent", "error", payload=b"{not json"),
             stream_event("good-2", "request_timeout", "warning"),
         ]
         result = await persist_entries(conn, STREAM, [entry(run_id, events)])
@@ -224,3 +226,27 @@ async def test_consumer_stops_on_dead_letter_flood(
         await consumer.step()
     assert await redis.xlen(consumer.keys.dead) == 2
     assert await redis.xlen(consumer.keys.events) == 1
+
+
+async def test_consumer_isolates_undecodable_payload(
+    settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, clean: None
+) -> None:
+    """Bytes that pass the stream decode but fail in the worker poison only their entry."""
+    one_try = dataclasses.replace(settings, max_deliveries=1)
+    consumer = ShardConsumer(shard=0, settings=one_try, pool=pool, redis=redis)
+    await consumer.ensure_group()
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+    good = msgspec.json.encode(entry(run_id, [stream_event("g", "request_sent", "info")])[1])
+    bad = msgspec.json.encode(entry(run_id, [stream_event("b", "request_sent", "info")])[1])
+    bad = bad.replace(b"null,null]]]", b'"caf\xe9",null]]]')
+    await redis.xadd(consumer.keys.events, {"n": "1", "batch": good})
+    await redis.xadd(consumer.keys.events, {"n": "1", "batch": bad})
+    consumer.wake_for_pending()
+    for _ in range(4):
+        await consumer.step()
+    async with pool.acquire() as conn:
+        row = await stored_counters(conn, run_id)
+    assert row["processed_events"] == 1
+    assert await redis.xlen(consumer.keys.dead) == 1
+    assert await redis.xlen(consumer.keys.events) == 0

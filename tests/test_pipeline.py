@@ -227,3 +227,64 @@ async def test_project_scores_leave_out_cancelled_runs(
     assert summary["average_score"] == 87
     assert summary["final_runs"] == 1
     assert len(summary["trend"]) == 2
+
+
+async def test_invalid_utf8_payload_rejects_only_its_event(
+    client: httpx.AsyncClient, consumers: list[ShardConsumer]
+) -> None:
+    agent = await new_agent(client)
+    run_id = await create_run(client, agent)
+    body = (
+        b'{"events":[{"event_id":"good","event_type":"request_timeout","severity":"warning"},'
+        b'{"event_id":"bad","event_type":"ab","payload":{"note":"caf\xe9"}}]}'
+    )
+    response = await client.post(
+        f"/api/runs/{run_id}/events",
+        content=body,
+        headers={**agent.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 202
+    data = response.json()["data"]
+    assert data["accepted"] == 1
+    assert [r["index"] for r in data["rejected"]] == [1]
+    assert "UTF-8" in data["rejected"][0]["message"]
+    await client.post(f"/api/runs/{run_id}/finish", headers=agent.headers)
+    score = await wait_settled(client, run_id, agent.headers)
+    assert score["counts"]["total"] == 1
+
+
+async def test_report_with_invalid_utf8_is_400(client: httpx.AsyncClient) -> None:
+    agent = await new_agent(client)
+    run_id = await create_run(client, agent)
+    response = await client.post(
+        f"/api/runs/{run_id}/report",
+        content=b'{"summary":"ok ok","raw_json":{"a":"\xff\xfe"}}',
+        headers={**agent.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "raw_json" in response.json()["message"]
+
+
+async def test_payload_is_stored_as_sent(
+    client: httpx.AsyncClient, consumers: list[ShardConsumer]
+) -> None:
+    agent = await new_agent(client)
+    run_id = await create_run(client, agent)
+    payload = b'{"b":2,"a":1,"a":3,"n":1e300,"z":-0}'
+    response = await client.post(
+        f"/api/runs/{run_id}/events",
+        content=b'{"event_type":"request_sent","payload":' + payload + b"}",
+        headers={**agent.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 202
+    await client.post(f"/api/runs/{run_id}/finish", headers=agent.headers)
+    await wait_settled(client, run_id, agent.headers)
+    events = await client.get(f"/api/runs/{run_id}/events", headers=agent.headers)
+    assert payload.decode() in events.text
+
+
+async def test_charset_other_than_utf8_is_415(client: httpx.AsyncClient) -> None:
+    user_headers = {"Content-Type": "application/json; charset=latin1"}
+    response = await client.post("/api/auth/login", content=b"{}", headers=user_headers)
+    assert response.status_code == 415
+    assert "charset" in response.json()["message"]

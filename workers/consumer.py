@@ -228,7 +228,9 @@ class ShardConsumer:
         try:
             self._add_totals(await self._persist_once(decoded))
             return set()
-        except asyncpg.PostgresError as exc:
+        except Exception as exc:
+            # Anything but an outage is a problem with some entry of the batch (a value
+            # PostgreSQL refuses, bytes that are not UTF-8); find which.
             if isinstance(exc, TRANSIENT_ERRORS):
                 raise
             first_error = exc
@@ -236,7 +238,7 @@ class ShardConsumer:
         for entry in decoded:
             try:
                 self._add_totals(await self._persist_once([entry]))
-            except asyncpg.PostgresError as exc:
+            except Exception as exc:
                 if isinstance(exc, TRANSIENT_ERRORS):
                     raise
                 failed.add(entry[0])

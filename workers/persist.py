@@ -104,7 +104,7 @@ async def _insert_events(
         INSERT INTO events (public_id, run_id, event_id, event_type, severity, message, payload,
                             occurred_at, received_at)
         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                             $6::text[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[])
+                             $6::text[], $7::json[], $8::timestamptz[], $9::timestamptz[])
         ON CONFLICT (run_id, event_id) DO NOTHING
         RETURNING run_id, event_type, severity
         """,
@@ -117,9 +117,9 @@ async def _insert_isolating(
 ) -> tuple[list[asyncpg.Record], dict[int, int]]:
     """Insert events; if PostgreSQL refuses a value, find and dead-letter the bad rows.
 
-    Ingest rejects the values that jsonb and timestamptz are known to refuse, so this
-    path is a safety net: the rows go one by one, each in a savepoint, and a refused row goes
-    to `dead_events` with the reason. Returns the inserted rows and, per run, how many
+    Ingest rejects the values that PostgreSQL is known to refuse, so this path is a
+    safety net: the rows go one by one, each in a savepoint, and a refused row goes to
+    `dead_events` with the reason. Returns the inserted rows and, per run, how many
     rows were dead-lettered.
     """
     try:

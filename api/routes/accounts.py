@@ -9,7 +9,7 @@ from api.deps import current_user
 from core.app import ctx
 from core.errors import Unauthorized
 from core.http import decode_body, ok
-from core.ratelimit import take_token
+from core.ratelimit import Limit, take_token
 from core.repositories import users as users_repo
 from core.services import accounts
 from schema.structs import LoginIn, RegisterIn
@@ -24,6 +24,13 @@ async def register(request: Request) -> Response:
     context = ctx(request)
     body = await decode_body(request, _register, max_bytes=context.settings.max_request_body_bytes)
     assert body is not None
+    address = request.client.host if request.client else "unknown"
+    limit = Limit(
+        "register-address",
+        per_s=accounts.REGISTER_REFILL_PER_S,
+        burst=context.settings.register_burst,
+    )
+    await take_token(context.redis, limit, address, what="registrations from this address")
     async with context.pool.acquire() as conn:
         data = await accounts.register(
             conn, body=body, passwords=context.passwords, tokens=context.tokens

@@ -11,12 +11,22 @@ from core.security import PasswordHasher, TokenService, new_id
 from schema.responses import LoginOut, RegisterOut, UserOut
 from schema.structs import LoginIn, RegisterIn
 
-__all__ = ["LOGIN_PER_ACCOUNT", "LOGIN_PER_ADDRESS", "login", "register", "user_json"]
+__all__ = [
+    "LOGIN_PER_ACCOUNT",
+    "LOGIN_PER_ADDRESS",
+    "REGISTER_REFILL_PER_S",
+    "login",
+    "register",
+    "user_json",
+]
 
 # Enough for a person who mistypes, far too few to guess passwords: 10 attempts at
 # once per account then one every 6 s; 30 at once per client address then one a second.
 LOGIN_PER_ACCOUNT = Limit("login-account", per_s=1 / 6, burst=10)
 LOGIN_PER_ADDRESS = Limit("login-address", per_s=1.0, burst=30)
+# Each registration costs an argon2 hash: `CLOUD_REGISTER_BURST` at once per client
+# address, then one a minute.
+REGISTER_REFILL_PER_S = 1 / 60
 
 # Compared against when the email is unknown, so a login costs the same either way.
 _DUMMY_HASH = PasswordHasher().hash("not a real password")

@@ -17,7 +17,7 @@ def event_json(row: asyncpg.Record) -> EventOut:
         event_type=row["event_type"],
         severity=row["severity"],
         message=row["message"],
-        # Stored jsonb text, sent as it is instead of being decoded and re-encoded.
+        # The stored JSON text, sent as it is instead of being decoded and re-encoded.
         payload=msgspec.Raw(payload.encode()) if payload is not None else None,
         occurred_at=row["occurred_at"],
         received_at=row["received_at"],

@@ -151,12 +151,10 @@ def command_up(settings: Settings) -> None:
 
 
 def command_worker(settings: Settings) -> None:
-    from arq.worker import run_worker
-
-    from workers.worker import worker_settings
+    from workers.worker import Worker, worker_settings
 
     _require_urls(settings, "worker")
-    run_worker(worker_settings(settings))  # type: ignore[arg-type]
+    Worker(**worker_settings(settings)).run()
 
 
 def command_migrate(settings: Settings) -> None:

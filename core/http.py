@@ -160,7 +160,7 @@ async def decode_body(
     optional: bool = False,
 ) -> T | None:
     body = await read_body(request, max_bytes=max_bytes)
-    if not body.strip():
+    if not body or body.isspace():
         if optional:
             return None
         raise ValidationFailed("Request body is empty; send a JSON object")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
+import arq
 import redis.asyncio as aioredis
 import redis.exceptions as redis_exceptions
 from arq import cron
@@ -24,7 +26,7 @@ from core.connections import check_redis_durability, connect_postgres, connect_r
 from core.metrics import update_stream_gauges
 from workers.consumer import ShardConsumer
 
-__all__ = ["reclaim_stale_entries", "worker_settings"]
+__all__ = ["Worker", "reclaim_stale_entries", "worker_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +153,31 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "handle_signals": True,
         "max_jobs": 4,
     }
+
+
+class Worker(arq.Worker):
+    """arq's worker, with a shutdown that always stops the stream consumers cleanly.
+
+    arq 0.28 cancels running jobs on SIGTERM, then awaits them in `close()` without
+    catching their CancelledError, which skips `on_shutdown`: the consumers would then
+    die mid-batch instead of committing and acknowledging. It also skips
+    `on_shutdown` when Redis is unreachable at that moment.
+    """
+
+    async def close(self) -> None:
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        results = await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        cancelled = sum(isinstance(result, asyncio.CancelledError) for result in results)
+        if cancelled:
+            log.info("cancelled %d running maintenance jobs for the shutdown", cancelled)
+        try:
+            await self.pool.delete(self.health_check_key)
+        except (redis_exceptions.RedisError, OSError) as exc:
+            log.warning("could not remove the worker's health key: %r", exc)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None

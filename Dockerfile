@@ -16,6 +16,7 @@ COPY schema schema
 COPY ingest ingest
 COPY workers workers
 COPY api api
+COPY agent agent
 RUN uv sync --locked --no-dev
 
 USER softadastra

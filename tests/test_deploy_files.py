@@ -49,7 +49,7 @@ def test_compose_services_wait_for_migration() -> None:
 
 def test_dockerfile_copies_every_package() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("core", "schema", "ingest", "workers", "api"):
+    for package in ("core", "schema", "ingest", "workers", "api", "agent"):
         assert f"COPY {package} {package}" in dockerfile
     assert "uv sync --locked --no-dev" in dockerfile
 

@@ -112,12 +112,25 @@ def _walk_for_nul(value: Any) -> bool:
 # to look at its numbers.
 MAX_NUMBER_DIGITS = 1000
 MAX_NUMBER_EXPONENT = 1000
-_SUSPICIOUS_NUMBER = re.compile(rb"\d{1001}|[eE][+-]?0*[1-9]\d{3}")
+# Each pattern starts with a literal byte, which lets `re` skip ahead quickly; the
+# lookbehind starts a digit run only at its first digit, so the scan stays linear
+# instead of retrying a long run at each of its digits.
+_LARGE_EXPONENTS = (
+    re.compile(rb"e[+-]?0*[1-9][0-9]{3}"),
+    re.compile(rb"E[+-]?0*[1-9][0-9]{3}"),
+)
+_LONG_DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{1001}")
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?')
 
 
+def _suspicious_numbers(raw: bytes) -> bool:
+    if any(pattern.search(raw) for pattern in _LARGE_EXPONENTS):
+        return True
+    return len(raw) > MAX_NUMBER_DIGITS and _LONG_DIGIT_RUN.search(raw) is not None
+
+
 def _check_numbers(field: str, raw: bytes) -> None:
-    if not _SUSPICIOUS_NUMBER.search(raw):
+    if not _suspicious_numbers(raw):
         return
     for match in _JSON_TOKEN.finditer(raw):
         token = match.group()

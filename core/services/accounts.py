@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import asyncpg
 
@@ -28,8 +29,15 @@ LOGIN_PER_ADDRESS = Limit("login-address", per_s=1.0, burst=30)
 # address, then one a minute.
 REGISTER_REFILL_PER_S = 1 / 60
 
-# Compared against when the email is unknown, so a login costs the same either way.
-_DUMMY_HASH = PasswordHasher().hash("not a real password")
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the email is unknown, so a login costs the same either way.
+
+    Computed on first use: argon2 takes tens of megabytes for each hash, which ingest
+    processes, importing this module without serving logins, should not pay.
+    """
+    return PasswordHasher().hash("not a real password")
 
 
 def user_json(row: asyncpg.Record) -> UserOut:
@@ -55,7 +63,7 @@ async def login(
     conn: asyncpg.Connection, *, body: LoginIn, passwords: PasswordHasher, tokens: TokenService
 ) -> LoginOut:
     row = await users_repo.get_user_by_email(conn, body.email)
-    stored = row["password_hash"] if row is not None else _DUMMY_HASH
+    stored = row["password_hash"] if row is not None else _dummy_hash()
     valid = await asyncio.to_thread(passwords.verify, stored, body.password)
     if row is None or not valid:
         raise InvalidCredentials("Invalid email or password")

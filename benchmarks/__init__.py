@@ -1,0 +1,1 @@
+"""Benchmarks of the ingest → stream → worker → PostgreSQL pipeline; see `__main__`."""

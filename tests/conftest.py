@@ -1,20 +1,17 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import socket
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 
-from api.app import build_all_in_one_app
 from core.config import Settings
 from core.connections import connect_postgres, connect_redis
 from schema.migrate import apply_migrations
+from tests.faults import serve
 from tests.servers import database_with_name, postgres_server, redis_server
 from workers.consumer import ShardConsumer
 
@@ -90,27 +87,11 @@ async def clean(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
     await redis.flushdb()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 async def server(settings: Settings) -> AsyncIterator[str]:
     """The all-in-one app served by uvicorn on a free loopback port; yields its URL."""
-    port = _free_port()
-    app = build_all_in_one_app(dataclasses.replace(settings, port=port))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve(settings) as url:
+        yield url
 
 
 @pytest.fixture

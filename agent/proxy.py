@@ -7,7 +7,7 @@ closed listening socket that refuses connections, or an accepted connection that
 never gets a response.
 
 The proxy reads the status line of the target's response as it passes, so the
-ledger records what the server answered even when the client never saw it.
+ledger records the server's response even when the client never saw it.
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ class FaultProxy:
                 first = False
                 ticket.server_status = _status_code(chunk)
                 if fault.kind == "reset_after_forward":
-                    # The target has answered, so it processed the request; the
+                    # The target has responded, so it processed the request; the
                     # client never learns that.
                     _reset(writer)
                     raise ConnectionAbortedError("reset injected")
@@ -271,7 +271,7 @@ class FaultProxy:
         try:
             await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
             if not downstream.done():
-                # The client closed its side; let the target's answer come back.
+                # The client closed its side, so let the target's response come back.
                 await asyncio.wait({downstream}, timeout=_DRAIN_AFTER_CLIENT_EOF_S + fault.hold_s)
         finally:
             for task in (upstream, downstream):

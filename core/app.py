@@ -53,8 +53,8 @@ def ctx(request: Request) -> AppContext:
 
 class RequestIdMiddleware:
     """Give every request an id (the caller's `X-Request-Id` when it is sane), echo it
-    on the response, count and log the request, and answer unhandled errors with a
-    500 envelope that quotes the id."""
+    on the response, and count and log the request. Unhandled errors get a 500
+    envelope that quotes the id."""
 
     def __init__(self, app: ASGIApp, *, role: str) -> None:
         self.app = app
@@ -184,7 +184,7 @@ def merge_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
     """Join routes of the same path into one, so a 405 lists every allowed method.
 
     Starlette stops at the first route whose path matches, so with one route per
-    method, `PUT /api/agents/{id}` would answer `Allow: GET, HEAD` although DELETE
+    method, `PUT /api/agents/{id}` would return `Allow: GET, HEAD` although DELETE
     exists on the same path.
     """
     by_path: dict[str, list[Route]] = {}
@@ -217,7 +217,7 @@ def create_app(settings: Settings, routes: Sequence[BaseRoute], *, role: str) ->
     """Build an app serving `routes` with the shared middleware, errors and lifespan.
 
     `role` (ingest, api or all-in-one) is reported by /health, so an operator can
-    tell which service answered.
+    tell which service responded.
     """
 
     @contextlib.asynccontextmanager

@@ -76,8 +76,8 @@ class EmbeddedPostgres:
         except subprocess.CalledProcessError as exc:
             log.warning("embedded PostgreSQL did not stop cleanly: %s", exc)
         # get_server() returns a cached handle per data directory without starting the
-        # server again; forget ours (and its exit hook, which expects it cached) so that
-        # a later start() really starts it.
+        # server again. Forget ours, and its exit hook that expects it cached, so that a
+        # later start() really starts it.
         atexit.unregister(self._server._cleanup)
         type(self._server)._instances.pop(self.directory, None)
         self._server = None
@@ -102,7 +102,7 @@ class EmbeddedRedis:
         return path
 
     def _stop_stale(self) -> None:
-        # A server left running by a killed parent still holds the append-only file.
+        # A server left running by a killed parent still has the append-only file open.
         pidfile = self.directory / "redis.pid"
         if not pidfile.is_file():
             return

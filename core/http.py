@@ -26,8 +26,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-# A client that announces a body and then stalls holds a connection and a task; this
-# bounds how long. Uploads of the largest body (5 MiB) take far less on any link
+# A client that announces a body and then stalls keeps a connection and a task busy,
+# so this bounds how long. Uploads of the largest body (5 MiB) take far less on any link
 # that can run an agent.
 BODY_READ_TIMEOUT_S = 30.0
 

@@ -69,8 +69,8 @@ async def take_token(redis: aioredis.Redis, limit: Limit, subject: str, *, what:
 class LeasedLimit:
     """A token bucket in Redis that each process draws from in leases of several tokens.
 
-    Taking one token per request from Redis would cost a round trip on the hot path;
-    a process takes `lease` tokens at once and spends them locally, so it goes to
+    Taking one token per request from Redis would cost a round trip on the hot path.
+    A process takes `lease` tokens at once and spends them locally, so it goes to
     Redis once per `lease` requests. Tokens leased by a process that then goes idle
     are lost to the others for that while, so the shared rate is exact within
     `lease` requests per process.

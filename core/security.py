@@ -2,7 +2,7 @@
 
 Every random value comes from `secrets`. Agent keys are stored only as an
 HMAC-SHA256 keyed with the agent-key secret, so a database dump cannot be replayed
-as keys; passwords are hashed with argon2id; user tokens are HS256 JWTs.
+as keys. Passwords are hashed with argon2id, and user tokens are HS256 JWTs.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def _walk_for_nul(value: Any) -> bool:
 # to look at its numbers.
 MAX_NUMBER_DIGITS = 1000
 MAX_NUMBER_EXPONENT = 1000
-# Each pattern starts with a literal byte, which lets `re` skip ahead quickly; the
+# Each pattern starts with a literal byte, which lets `re` skip ahead quickly. The
 # lookbehind starts a digit run only at its first digit, so the scan stays linear
 # instead of retrying a long run at each of its digits.
 _LARGE_EXPONENTS = (
@@ -150,7 +150,7 @@ def check_payload_text(field: str, raw: bytes) -> None:
 
     That is text containing U+0000 or lone surrogates, which PostgreSQL's text types
     and jsonb refuse, and numbers beyond `MAX_NUMBER_DIGITS`/`MAX_NUMBER_EXPONENT`.
-    Checking here answers the agent with 400 instead of failing in the worker. Only
+    Checking here gives the agent a 400 instead of failing in the worker. Only
     payloads with a `\\u` escape can hold U+0000 or a surrogate, so the rest skip the
     full decode.
     """

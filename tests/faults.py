@@ -107,7 +107,7 @@ async def send_events(
 ) -> int:
     """Send events `e<first>`..`e<first + count - 1>` in batches; return how many were accepted.
 
-    A batch answered 429 or 503 is retried after its Retry-After, as a well-behaved
+    A batch rejected with 429 or 503 is retried after its Retry-After, as a well-behaved
     agent does, up to `max_retries` times.
     """
     accepted = 0

@@ -2,7 +2,7 @@
 
 1. `CLOUD_TEST_DATABASE_URL` / `CLOUD_TEST_REDIS_URL`, when set (CI points them at
    the machine's own servers).
-2. testcontainers, when a Docker engine answers.
+2. testcontainers, when a Docker engine responds.
 3. The embedded servers that `softadastra-cloud up` uses.
 
 Each source is chosen per server, so one may come from the environment and the other

@@ -95,7 +95,7 @@ async def finish(client: httpx.AsyncClient, run_id: str, headers: dict[str, str]
 async def kill_while_pending(
     worker: WorkerProcess, redis: aioredis.Redis, settings: Settings
 ) -> int:
-    """Freeze the worker until it holds unacknowledged entries, then SIGKILL it."""
+    """Freeze the worker until it has unacknowledged entries, then SIGKILL it."""
     pid = worker.process.pid
     for _ in range(400):
         os.kill(pid, signal.SIGSTOP)

@@ -163,7 +163,7 @@ class ShardConsumer:
     async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         # Remember which list this read is for: `wake_for_pending` may set the flag
         # while a blocking read of new entries is in flight, and that request must
-        # survive the empty answer of this read.
+        # survive the empty result of this read.
         reading_pending = self._read_pending
         reply = await self._redis.xreadgroup(
             streams.CONSUMER_GROUP,

@@ -3,8 +3,8 @@
 Idempotent at two levels. The entry id goes into `stream_entries_done` first, so an
 entry redelivered after a commit (the worker died before acknowledging) is skipped
 whole. Each event then inserts with `ON CONFLICT (run_id, event_id) DO NOTHING`, so an
-agent re-sending an event with the same id stores it once; only rows really
-inserted change the score counters.
+agent re-sending an event with the same id stores it once. Only rows really inserted
+change the score counters.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 
 from core.scoring import Counters, score_counters
+from core.services.scores import counters_from_row
 from schema.structs import StreamBatch
 
 __all__ = ["PersistResult", "persist_entries"]
@@ -126,7 +127,7 @@ async def _insert_isolating(
         async with conn.transaction():
             return await _insert_events(conn, columns), {}
     except asyncpg.DataError as exc:
-        log.warning("batch insert into %s refused (%r); isolating the bad events", stream, exc)
+        log.warning("batch insert into %s failed (%r); retrying its events one by one", stream, exc)
     inserted: list[asyncpg.Record] = []
     dead: dict[int, int] = defaultdict(int)
     for index, entry_id in enumerate(row_entries):
@@ -160,14 +161,15 @@ async def _update_scores(
     dead: dict[int, int],
 ) -> None:
     run_keys = sorted(processed)
-    # Locking in run order means two workers touching the same runs cannot deadlock.
+    # Every transaction locks score rows in run order (ORDER BY run_id FOR UPDATE), so
+    # two workers touching the same runs wait for each other instead of deadlocking.
     rows = await conn.fetch(
         "SELECT * FROM run_scores WHERE run_id = ANY($1::bigint[]) ORDER BY run_id FOR UPDATE",
         run_keys,
     )
     updates: list[tuple[object, ...]] = []
     for row in rows:
-        counters = Counters(**{name: row[name] for name in _COUNTER_FIELDS})
+        counters = counters_from_row(row)
         delta = deltas.get(row["run_id"])
         if delta is not None:
             for name in _COUNTER_FIELDS:

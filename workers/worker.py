@@ -39,7 +39,7 @@ async def reclaim_stale_entries(ctx: dict[str, Any]) -> int:
     """Claim entries left pending by consumers idle past `reclaim_idle_ms` (dead ones).
 
     The claimed entries join this process's consumer of the same shard, which then
-    persists them; persisting is idempotent, so a slow consumer that was not dead
+    persists them. Persisting is idempotent, so a slow consumer that was not dead
     and finishes too changes nothing.
     """
     settings: Settings = ctx["settings"]

@@ -8,7 +8,7 @@ __all__ = ["recent_run_scores"]
 async def recent_run_scores(
     conn: asyncpg.Connection, *, project_key: int, limit: int
 ) -> list[asyncpg.Record]:
-    """The newest runs of a project with their stored scores, newest first."""
+    """Return the newest runs of a project with their stored scores, newest first."""
     return await conn.fetch(
         """
         SELECT r.public_id AS run_id, r.status, r.scenario, r.created_at, r.finished_at,

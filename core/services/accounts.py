@@ -32,7 +32,7 @@ REGISTER_REFILL_PER_S = 1 / 60
 
 @functools.cache
 def _dummy_hash() -> str:
-    """A hash to verify against when the email is unknown, so a login costs the same either way.
+    """Return a hash to verify against when the email is unknown, so every login costs the same.
 
     Computed on first use: argon2 takes tens of megabytes for each hash, which ingest
     processes, importing this module without serving logins, should not pay.

@@ -90,7 +90,7 @@ async def create_run(
 
 
 async def _close_in_redis(redis: aioredis.Redis, run: asyncpg.Record, shards: int) -> None:
-    # Closed in Redis before PostgreSQL: once the state says final, the append script
+    # Closed in Redis before PostgreSQL: once the state is final, the append script
     # accepts nothing more, so every event accepted before is already in the stream.
     keys = streams.StreamKeys.for_run(run["public_id"], shards)
     await streams.set_run_state(

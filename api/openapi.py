@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from core.scoring import RISK_FLAGS
 from schema import responses as out
 from schema import structs as inp
 
@@ -63,7 +64,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/agents/{agent_id}/rotate-key",
               "Replace an agent's key; the old key stops working", "user", out.AgentWithKey),
     Operation("get", "/api/runs", "List runs, newest first", "either", out.RunOut, listing=True,
-              query=(*_PAGE, "project_id", "agent_id", "status")),
+              query=(*_PAGE, "project_id", "agent_id", "status", "flag")),
     Operation("post", "/api/runs", "Create a run in the agent key's project", "agent", out.RunOut,
               201, inp.RunCreate),
     Operation("get", "/api/runs/{run_id}", "Get a run", "either", out.RunOut),
@@ -76,7 +77,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/runs/{run_id}/finish", "Finish a run (finishing twice is not an error)",
               "agent", out.RunOut, 200, inp.RunFinish, body_optional=True),
     Operation("get", "/api/runs/{run_id}/events", "List a run's events, oldest first", "either",
-              out.EventOut, listing=True, query=_PAGE),
+              out.EventOut, listing=True, query=(*_PAGE, "event_type", "severity")),
     Operation("post", "/api/runs/{run_id}/events",
               "Append one event, or {\"events\": [...]} with up to 1000", "agent", out.Appended,
               202, inp.EventIn),
@@ -89,7 +90,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("delete", "/api/runs/{run_id}/report", "Delete the run's report", "user",
               out.Deleted),
     Operation("get", "/api/events", "List events: of one run (run_id), or of all runs",
-              "either", out.EventOut, listing=True, query=(*_PAGE, "run_id")),
+              "either", out.EventOut, listing=True,
+              query=(*_PAGE, "run_id", "event_type", "severity")),
     Operation("get", "/api/events/{event_id}", "Get an event", "either", out.EventOut),
     Operation("get", "/api/reports", "List reports", "either", out.ReportOut, listing=True,
               query=(*_PAGE, "project_id")),
@@ -109,6 +111,9 @@ _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "offset": {"type": "integer"},
     "last": {"type": "integer"},
     "status": {"type": "string", "enum": list(inp.RUN_STATUSES)},
+    "flag": {"type": "string", "enum": list(RISK_FLAGS)},
+    "severity": {"type": "string", "enum": list(inp.SEVERITIES)},
+    "event_type": {"type": "string", "maxLength": 120},
 }
 _QUERY_DESCRIPTIONS = {
     "limit": "Items per page.",
@@ -118,6 +123,9 @@ _QUERY_DESCRIPTIONS = {
     "agent_id": "Only runs of this agent.",
     "run_id": "Only events of this run, oldest first.",
     "status": "Only runs with this status.",
+    "flag": "Only runs with this risk flag set.",
+    "event_type": "Only events of this type (needs run_id on /api/events).",
+    "severity": "Only events of this severity (needs run_id on /api/events).",
 }
 _ERROR = {
     "type": "object",

@@ -13,7 +13,7 @@ import msgspec
 
 from schema.responses import Deduction
 
-__all__ = ["Counters", "Deduction", "Score", "grade_for", "score_counters"]
+__all__ = ["RISK_FLAGS", "Counters", "Deduction", "Score", "grade_for", "score_counters"]
 
 SEVERITIES = ("info", "warning", "error", "critical")
 
@@ -24,6 +24,7 @@ RISK_TYPES: dict[str, tuple[str, int]] = {
     "request_timeout": ("timeout", 10),
     "recovery_failed": ("recovery", 25),
 }
+RISK_FLAGS = tuple(flag for flag, _ in RISK_TYPES.values())
 
 # Severity -> (penalty per event, maximum total penalty).
 SEVERITY_PENALTIES: dict[str, tuple[int, int]] = {
@@ -86,13 +87,20 @@ def score_counters(counters: Counters) -> Score:
     for event_type, (flag, points) in RISK_TYPES.items():
         count = getattr(counters, flag)
         if count:
-            deductions.append(Deduction(f"{event_type} occurred", points, count))
+            deductions.append(
+                Deduction(f"{event_type} occurred", points, count, event_type=event_type)
+            )
     for severity, (each, cap) in SEVERITY_PENALTIES.items():
         count = getattr(counters, severity)
         if count:
             points = min(each * count, cap)
             deductions.append(
-                Deduction(f"{severity} events: {each} each, at most {cap}", points, count)
+                Deduction(
+                    f"{severity} events: {each} each, at most {cap}",
+                    points,
+                    count,
+                    severity=severity,
+                )
             )
     score = max(0, min(100, 100 - sum(d.points for d in deductions)))
     risks = {flag: getattr(counters, flag) > 0 for flag, _ in RISK_TYPES.values()}

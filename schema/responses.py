@@ -18,6 +18,7 @@ __all__ = [
     "LoginOut",
     "ProjectOut",
     "ProjectScores",
+    "ProjectTotals",
     "RegisterOut",
     "Rejection",
     "ReportOut",
@@ -85,6 +86,10 @@ class RunOut(msgspec.Struct):
     finished_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    # The stored score so far, as `GET /api/runs/{id}/score` serves it in full.
+    score: int
+    grade: str
+    risks: dict[str, bool]
 
 
 class EventOut(msgspec.Struct):
@@ -121,9 +126,13 @@ class ReportOut(msgspec.Struct):
 
 
 class Deduction(msgspec.Struct):
+    """One penalty: `events` events of `event_type`, or of `severity`, cost `points`."""
+
     reason: str
     points: int
     events: int
+    event_type: str | None = None
+    severity: str | None = None
 
 
 class ScoreCounts(msgspec.Struct):
@@ -168,6 +177,15 @@ class LatestScore(msgspec.Struct):
     grade: str
 
 
+class ProjectTotals(msgspec.Struct):
+    """Counts over every run of a project, not only the last ones. `runs_flagged`
+    counts runs of any status, as `GET /api/runs?flag=` lists them."""
+
+    runs: int
+    final_runs: int
+    runs_flagged: dict[str, int]
+
+
 class ProjectScores(msgspec.Struct):
     project_id: str
     runs_considered: int
@@ -177,6 +195,7 @@ class ProjectScores(msgspec.Struct):
     average_grade: str | None
     runs_flagged: dict[str, int]
     trend: list[TrendPoint]
+    totals: ProjectTotals
 
 
 class Deleted(msgspec.Struct):

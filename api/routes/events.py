@@ -6,11 +6,12 @@ from starlette.routing import Route
 
 from api.deps import reader_scope
 from core.app import ctx
-from core.errors import NotFound
+from core.errors import NotFound, ValidationFailed
 from core.http import listing, ok, page_params
 from core.repositories import events as events_repo
+from core.repositories.events import EVERY_EVENT
 from core.services import runs as runs_service
-from core.services.events import event_json
+from core.services.events import event_filter, event_json
 from core.services.ids import require_public_id
 
 __all__ = ["routes"]
@@ -21,13 +22,18 @@ async def list_events(request: Request) -> Response:
     scope = await reader_scope(request)
     limit, offset = page_params(request, default_limit=50, max_limit=500)
     run_id = request.query_params.get("run_id")
+    only = event_filter(request)
+    if not run_id and only != EVERY_EVENT:
+        raise ValidationFailed(
+            "Query parameters `event_type` and `severity` filter one run's events: add `run_id`"
+        )
     async with ctx(request).pool.acquire() as conn:
         if run_id:
             run = await runs_service.load_run(conn, scope, run_id)
             rows = await events_repo.list_events(
-                conn, run_key=run["id"], limit=limit, offset=offset
+                conn, run_key=run["id"], limit=limit, offset=offset, only=only
             )
-            total = await events_repo.count_events(conn, run_key=run["id"])
+            total = await events_repo.count_events(conn, run_key=run["id"], only=only)
         else:
             rows = await events_repo.list_scope_events(conn, scope, limit=limit, offset=offset)
             total = await events_repo.count_scope_events(conn, scope)

@@ -12,10 +12,11 @@ from core.repositories import events as events_repo
 from core.repositories import reports as reports_repo
 from core.repositories import runs as runs_repo
 from core.repositories.runs import RunScope
+from core.scoring import RISK_FLAGS
 from core.services import reports as reports_service
 from core.services import runs as runs_service
 from core.services import scores as scores_service
-from core.services.events import event_json
+from core.services.events import event_filter, event_json
 from core.services.ids import require_public_id
 from schema.responses import Deleted
 from schema.structs import RUN_STATUSES
@@ -45,9 +46,17 @@ async def list_runs(request: Request) -> Response:
     status = request.query_params.get("status") or None
     if status is not None and status not in RUN_STATUSES:
         raise ValidationFailed(f"Query parameter `status` must be one of {', '.join(RUN_STATUSES)}")
+    flag = request.query_params.get("flag") or None
+    if flag is not None and flag not in RISK_FLAGS:
+        raise ValidationFailed(f"Query parameter `flag` must be one of {', '.join(RISK_FLAGS)}")
     async with ctx(request).pool.acquire() as conn:
         project_key, agent_key = await _filter_keys(conn, scope, request)
-        filters = {"project_key": project_key, "agent_key": agent_key, "status": status}
+        filters = {
+            "project_key": project_key,
+            "agent_key": agent_key,
+            "status": status,
+            "flag": flag,
+        }
         rows = await runs_repo.list_runs(conn, scope, **filters, limit=limit, offset=offset)
         total = await runs_repo.count_runs(conn, scope, **filters)
     items = [runs_service.run_json(row) for row in rows]
@@ -76,10 +85,13 @@ async def delete_run(request: Request) -> Response:
 async def list_run_events(request: Request) -> Response:
     scope = await reader_scope(request)
     limit, offset = page_params(request, default_limit=50, max_limit=500)
+    only = event_filter(request)
     async with ctx(request).pool.acquire() as conn:
         run = await runs_service.load_run(conn, scope, request.path_params["run_id"])
-        rows = await events_repo.list_events(conn, run_key=run["id"], limit=limit, offset=offset)
-        total = await events_repo.count_events(conn, run_key=run["id"])
+        rows = await events_repo.list_events(
+            conn, run_key=run["id"], limit=limit, offset=offset, only=only
+        )
+        total = await events_repo.count_events(conn, run_key=run["id"], only=only)
     items = [event_json(row) for row in rows]
     return listing(items, total=total, limit=limit, offset=offset, message="Events loaded")
 

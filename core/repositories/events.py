@@ -1,10 +1,19 @@
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 
 from core.repositories.runs import RunScope
 
-__all__ = ["count_events", "count_scope_events", "get_event", "list_events", "list_scope_events"]
+__all__ = [
+    "EVERY_EVENT",
+    "EventFilter",
+    "count_events",
+    "count_scope_events",
+    "get_event",
+    "list_events",
+    "list_scope_events",
+]
 
 _SELECT = """
 SELECT e.public_id, e.event_id, e.event_type, e.severity, e.message, e.payload::text AS payload,
@@ -13,17 +22,51 @@ FROM events e JOIN runs r ON r.id = e.run_id
 """
 
 
+class EventFilter(msgspec.Struct, frozen=True):
+    """Which of a run's events to list; None keeps every value."""
+
+    event_type: str | None = None
+    severity: str | None = None
+
+    def where(self, run_param: int) -> tuple[str, list[str]]:
+        """Return a condition on `events e` for run `$run_param`, with the values it adds."""
+        condition = f"e.run_id = ${run_param}"
+        values: list[str] = []
+        for column in ("event_type", "severity"):
+            value = getattr(self, column)
+            if value is not None:
+                values.append(value)
+                condition += f" AND e.{column} = ${run_param + len(values)}"
+        return condition, values
+
+
+EVERY_EVENT = EventFilter()
+
+
 async def list_events(
-    conn: asyncpg.Connection, *, run_key: int, limit: int, offset: int
+    conn: asyncpg.Connection,
+    *,
+    run_key: int,
+    limit: int,
+    offset: int,
+    only: EventFilter = EVERY_EVENT,
 ) -> list[asyncpg.Record]:
     """List a run's events oldest first, in the order they were persisted."""
+    condition, values = only.where(3)
     return await conn.fetch(
-        _SELECT + "WHERE e.run_id = $1 ORDER BY e.id LIMIT $2 OFFSET $3", run_key, limit, offset
+        _SELECT + f"WHERE {condition} ORDER BY e.id LIMIT $1 OFFSET $2",
+        limit,
+        offset,
+        run_key,
+        *values,
     )
 
 
-async def count_events(conn: asyncpg.Connection, *, run_key: int) -> int:
-    return await conn.fetchval("SELECT count(*) FROM events WHERE run_id = $1", run_key)
+async def count_events(
+    conn: asyncpg.Connection, *, run_key: int, only: EventFilter = EVERY_EVENT
+) -> int:
+    condition, values = only.where(1)
+    return await conn.fetchval(f"SELECT count(*) FROM events e WHERE {condition}", run_key, *values)
 
 
 async def list_scope_events(

@@ -4,6 +4,8 @@ import datetime as dt
 
 import asyncpg
 
+from core.scoring import RISK_FLAGS
+
 __all__ = [
     "RunScope",
     "find_agent_key",
@@ -19,11 +21,22 @@ __all__ = [
 _SELECT = """
 SELECT r.id, r.public_id, r.status, r.target_url, r.method, r.scenario,
        r.started_at, r.finished_at, r.created_at, r.updated_at,
-       p.id AS project_key, p.public_id AS project_id, a.public_id AS agent_id
+       p.id AS project_key, p.public_id AS project_id, a.public_id AS agent_id,
+       s.score, s.grade, s.data_loss, s.duplicate, s.timeout, s.recovery
 FROM runs r
 JOIN projects p ON p.id = r.project_id
+JOIN run_scores s ON s.run_id = r.id
 LEFT JOIN agents a ON a.id = r.agent_id
 """
+
+
+def _flag_condition(flag: str | None) -> str:
+    """Return a condition on `run_scores s` that keeps runs with the risk flag set."""
+    if flag is None:
+        return "TRUE"
+    if flag not in RISK_FLAGS:
+        raise ValueError(f"unknown risk flag {flag!r}")
+    return f"s.{flag} > 0"
 
 
 class RunScope:
@@ -112,6 +125,7 @@ async def list_runs(
     project_key: int | None,
     agent_key: int | None,
     status: str | None,
+    flag: str | None,
     limit: int,
     offset: int,
 ) -> list[asyncpg.Record]:
@@ -123,6 +137,7 @@ async def list_runs(
           AND ($1::bigint IS NULL OR r.project_id = $1)
           AND ($2::bigint IS NULL OR r.agent_id = $2)
           AND ($3::text IS NULL OR r.status = $3)
+          AND {_flag_condition(flag)}
         ORDER BY r.id DESC LIMIT $4 OFFSET $5
         """,
         project_key,
@@ -141,15 +156,18 @@ async def count_runs(
     project_key: int | None,
     agent_key: int | None,
     status: str | None,
+    flag: str | None,
 ) -> int:
     condition, params = scope.where(4)
+    scores_join = "" if flag is None else "JOIN run_scores s ON s.run_id = r.id"
     return await conn.fetchval(
         f"""
-        SELECT count(*) FROM runs r JOIN projects p ON p.id = r.project_id
+        SELECT count(*) FROM runs r JOIN projects p ON p.id = r.project_id {scores_join}
         WHERE {condition}
           AND ($1::bigint IS NULL OR r.project_id = $1)
           AND ($2::bigint IS NULL OR r.agent_id = $2)
           AND ($3::text IS NULL OR r.status = $3)
+          AND {_flag_condition(flag)}
         """,
         project_key,
         agent_key,

@@ -2,10 +2,16 @@ from __future__ import annotations
 
 import asyncpg
 import msgspec
+from starlette.requests import Request
 
+from core.errors import ValidationFailed
+from core.repositories.events import EventFilter
 from schema.responses import EventOut
+from schema.structs import SEVERITIES
 
-__all__ = ["event_json"]
+__all__ = ["event_filter", "event_json"]
+
+MAX_EVENT_TYPE_CHARS = 120
 
 
 def event_json(row: asyncpg.Record) -> EventOut:
@@ -23,3 +29,19 @@ def event_json(row: asyncpg.Record) -> EventOut:
         received_at=row["received_at"],
         created_at=row["created_at"],
     )
+
+
+def event_filter(request: Request) -> EventFilter:
+    """Read the `event_type` and `severity` query parameters of an event listing."""
+    event_type = request.query_params.get("event_type") or None
+    if event_type is not None and (
+        len(event_type) > MAX_EVENT_TYPE_CHARS or not event_type.isprintable()
+    ):
+        raise ValidationFailed(
+            f"Query parameter `event_type` must be at most {MAX_EVENT_TYPE_CHARS} printable "
+            "characters, such as request_timeout"
+        )
+    severity = request.query_params.get("severity") or None
+    if severity is not None and severity not in SEVERITIES:
+        raise ValidationFailed(f"Query parameter `severity` must be one of {', '.join(SEVERITIES)}")
+    return EventFilter(event_type=event_type, severity=severity)

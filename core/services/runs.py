@@ -10,6 +10,7 @@ from core.auth import AgentIdentity
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.repositories import runs as runs_repo
 from core.repositories.runs import RunScope
+from core.scoring import RISK_FLAGS
 from core.security import new_id
 from core.services.ids import require_public_id
 from schema.responses import RunOut
@@ -31,6 +32,9 @@ def run_json(row: asyncpg.Record) -> RunOut:
         finished_at=row["finished_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        score=row["score"],
+        grade=row["grade"],
+        risks={flag: row[flag] > 0 for flag in RISK_FLAGS},
     )
 
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 import asyncpg
 
 from core.repositories import summaries as summaries_repo
-from core.scoring import grade_for
-from schema.responses import LatestScore, ProjectScores, TrendPoint
+from core.scoring import RISK_FLAGS, grade_for
+from schema.responses import LatestScore, ProjectScores, ProjectTotals, TrendPoint
 
 __all__ = ["project_summary"]
 
-RISK_FLAGS = ("data_loss", "duplicate", "timeout", "recovery")
 SCORED_STATUSES = ("finished", "failed")
 
 
@@ -19,9 +18,10 @@ async def project_summary(
 
     Only finished and failed runs have a verdict: open runs are still changing, and a
     cancelled run stopped before its test ended, so its score would flatter the
-    average. The trend lists every run.
+    average. The trend lists every run. `totals` counts every run of the project.
     """
     rows = await summaries_repo.recent_run_scores(conn, project_key=project["id"], limit=last)
+    totals = await summaries_repo.project_totals(conn, project_key=project["id"])
     final = [row for row in rows if row["status"] in SCORED_STATUSES]
     average = round(sum(row["score"] for row in final) / len(final), 1) if final else None
     latest = final[0] if final else None
@@ -47,4 +47,9 @@ async def project_summary(
             )
             for row in reversed(rows)
         ],
+        totals=ProjectTotals(
+            runs=totals["runs"],
+            final_runs=totals["final_runs"],
+            runs_flagged={flag: totals[flag] for flag in RISK_FLAGS},
+        ),
     )

@@ -30,15 +30,6 @@ LEFT JOIN agents a ON a.id = r.agent_id
 """
 
 
-def _flag_condition(flag: str | None) -> str:
-    """Return a condition on `run_scores s` that keeps runs with the risk flag set."""
-    if flag is None:
-        return "TRUE"
-    if flag not in RISK_FLAGS:
-        raise ValueError(f"unknown risk flag {flag!r}")
-    return f"s.{flag} > 0"
-
-
 class RunScope:
     """Whose runs a query may see: a user's (every project they own) or one project's."""
 
@@ -105,7 +96,9 @@ async def insert_run(
             method,
             scenario,
         )
-        await conn.execute("INSERT INTO run_scores (run_id) VALUES ($1)", run_key)
+        await conn.execute(
+            "INSERT INTO run_scores (run_id, project_id) VALUES ($1, $2)", run_key, project_key
+        )
     return await conn.fetchrow(_SELECT + "WHERE r.id = $1", run_key)
 
 
@@ -116,6 +109,43 @@ async def get_run(
     return await conn.fetchrow(
         _SELECT + f"WHERE r.public_id = $1 AND {condition}", public_id, *params
     )
+
+
+def _run_filters(
+    scope: RunScope,
+    *,
+    project_key: int | None,
+    agent_key: int | None,
+    status: str | None,
+    flag: str | None,
+) -> tuple[str, list[object]]:
+    """Return the conditions on `runs r`, `projects p` and `run_scores s`, with their values.
+
+    Only the filters given appear in the SQL, so PostgreSQL plans each combination
+    with the indexes that fit it: with a flag and a project, the partial index of
+    that flag on `run_scores` yields the project's flagged runs newest first.
+    """
+    condition, values = scope.where(1)
+    conditions = [condition]
+
+    def add(template: str, value: object) -> None:
+        values.append(value)
+        conditions.append(template.replace("?", f"${len(values)}"))
+
+    project = project_key if project_key is not None else scope.project_key
+    if project_key is not None:
+        add("r.project_id = ?", project_key)
+    if agent_key is not None:
+        add("r.agent_id = ?", agent_key)
+    if status is not None:
+        add("r.status = ?", status)
+    if flag is not None:
+        if flag not in RISK_FLAGS:
+            raise ValueError(f"unknown risk flag {flag!r}")
+        conditions.append(f"s.{flag} > 0")
+        if project is not None:
+            add("s.project_id = ?", project)
+    return " AND ".join(conditions), values
 
 
 async def list_runs(
@@ -129,23 +159,27 @@ async def list_runs(
     limit: int,
     offset: int,
 ) -> list[asyncpg.Record]:
-    condition, params = scope.where(6)
+    conditions, values = _run_filters(
+        scope, project_key=project_key, agent_key=agent_key, status=status, flag=flag
+    )
+    scores_join = "" if flag is None else "JOIN run_scores s ON s.run_id = r.id"
+    count = len(values)
+    # The page's ids come first, from the indexes alone; only those rows are then
+    # joined to their score and agent. Joined in one query, PostgreSQL may walk the
+    # score table's primary key from the newest run down to this project's runs.
     return await conn.fetch(
-        _SELECT
-        + f"""
-        WHERE {condition}
-          AND ($1::bigint IS NULL OR r.project_id = $1)
-          AND ($2::bigint IS NULL OR r.agent_id = $2)
-          AND ($3::text IS NULL OR r.status = $3)
-          AND {_flag_condition(flag)}
-        ORDER BY r.id DESC LIMIT $4 OFFSET $5
-        """,
-        project_key,
-        agent_key,
-        status,
+        f"""
+        WITH page AS MATERIALIZED (
+            SELECT r.id FROM runs r JOIN projects p ON p.id = r.project_id {scores_join}
+            WHERE {conditions}
+            ORDER BY r.id DESC LIMIT ${count + 1} OFFSET ${count + 2}
+        )
+        """
+        + _SELECT
+        + "JOIN page ON page.id = r.id ORDER BY r.id DESC",
+        *values,
         limit,
         offset,
-        *params,
     )
 
 
@@ -158,21 +192,16 @@ async def count_runs(
     status: str | None,
     flag: str | None,
 ) -> int:
-    condition, params = scope.where(4)
+    conditions, values = _run_filters(
+        scope, project_key=project_key, agent_key=agent_key, status=status, flag=flag
+    )
     scores_join = "" if flag is None else "JOIN run_scores s ON s.run_id = r.id"
     return await conn.fetchval(
         f"""
         SELECT count(*) FROM runs r JOIN projects p ON p.id = r.project_id {scores_join}
-        WHERE {condition}
-          AND ($1::bigint IS NULL OR r.project_id = $1)
-          AND ($2::bigint IS NULL OR r.agent_id = $2)
-          AND ($3::text IS NULL OR r.status = $3)
-          AND {_flag_condition(flag)}
+        WHERE {conditions}
         """,
-        project_key,
-        agent_key,
-        status,
-        *params,
+        *values,
     )
 
 

@@ -153,14 +153,16 @@ def _wait_settled(client: httpx.Client, run_id: str, key: str) -> dict[str, Any]
 
 def _play(client: httpx.Client, event_count: int, rng: random.Random) -> int:
     email = f"demo-{secrets.token_hex(4)}@example.com"
+    password = secrets.token_urlsafe(12)
     account = _call(
         client,
         "POST",
         "/api/auth/register",
-        json={"email": email, "password": secrets.token_urlsafe(12), "name": "Demo User"},
+        json={"email": email, "password": password, "name": "Demo User"},
     )
     client.headers["Authorization"] = f"Bearer {account['token']}"
-    print(f"registered {email}")
+    # A throwaway account: its password is printed so the run can be opened in the dashboard.
+    print(f"registered {email} with password {password}")
     project = _call(
         client,
         "POST",
@@ -200,6 +202,7 @@ def _play(client: httpx.Client, event_count: int, rng: random.Random) -> int:
     for deduction in score["deductions"]:
         print(f"  -{deduction['points']:>3}  {deduction['reason']} ({deduction['events']} events)")
     print(f"expected  {expected_score} (grade {expected_grade}) from the events sent")
+    print(f"dashboard {str(client.base_url).rstrip('/')}/#/runs/{run['id']}")
     if (score["score"], score["grade"]) != (expected_score, expected_grade):
         print("MISMATCH: the server's score differs from the local computation", file=sys.stderr)
         return 1

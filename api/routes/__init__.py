@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from api.routes import accounts, agents, docs, events, projects, reports, runs
+from api.routes import accounts, agents, dashboard, docs, events, projects, reports, runs
 
 __all__ = ["routes"]
 
@@ -16,4 +16,5 @@ routes: list[BaseRoute] = [
     *events.routes,
     *reports.routes,
     *docs.routes,
+    *dashboard.routes,
 ]

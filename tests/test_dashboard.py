@@ -7,6 +7,7 @@ Screenshots of the three main pages are written to `test-artifacts/dashboard/` (
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -34,6 +35,9 @@ ARTIFACTS = Path(
     os.environ.get("CLOUD_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
 )
 PASSWORD = "correct horse battery"
+AXE_PACKAGE = Path(__file__).parent / "axe"
+# The WCAG 2.1 A and AA rules of axe-core.
+AXE_RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
 def _chromium() -> str:
@@ -60,16 +64,43 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
+@pytest.fixture(scope="module")
+async def axe_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install the pinned axe-core from tests/axe/package-lock.json; return its script."""
+    npm = shutil.which("npm")
+    if npm is None:
+        message = "the accessibility check needs npm to install axe-core, and npm is not on PATH"
+        if os.environ.get("CLOUD_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    workdir = tmp_path_factory.mktemp("axe")
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(AXE_PACKAGE / name, workdir / name)
+    process = await asyncio.create_subprocess_exec(
+        npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefer-offline",
+        cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=100)
+    assert process.returncode == 0, f"npm ci failed:\n{output.decode()}"
+    return workdir / "node_modules" / "axe-core" / "axe.min.js"
+
+
+async def _new_page(browser: Browser, server: str, **options: object) -> Page:
+    context = await browser.new_context(
+        base_url=server, viewport={"width": 1280, "height": 900}, **options
+    )
+    context.set_default_timeout(15_000)
+    return await context.new_page()
+
+
 @pytest.fixture
 async def page(browser: Browser, server: str, clean: None) -> AsyncIterator[Page]:
-    context = await browser.new_context(base_url=server, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    opened = await context.new_page()
+    opened = await _new_page(browser, server)
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
     opened.on("dialog", lambda dialog: dialog.accept())
     yield opened
-    await context.close()
+    await opened.context.close()
     assert errors == [], f"the page raised: {errors}"
 
 
@@ -304,3 +335,43 @@ async def test_run_page_on_phone(page: Page, server: str, consumers: list) -> No
     overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow} px wider than a phone screen"
     await _shot(page, "run-phone")
+
+
+async def _audit(page: Page, axe: Path) -> list[str]:
+    """Run axe-core's WCAG A and AA rules on the page; return one line per violation."""
+    await page.add_script_tag(path=axe)
+    result = await page.evaluate(
+        "rules => axe.run(document, {runOnly: {type: 'tag', values: rules}})", AXE_RULES
+    )
+    return [
+        f"{violation['id']} ({violation['impact']}): {violation['help']} at "
+        + ", ".join(str(node["target"]) for node in violation["nodes"][:3])
+        for violation in result["violations"]
+    ]
+
+
+async def test_main_pages_pass_wcag_checks(
+    browser: Browser, server: str, clean: None, consumers: list, axe_script: Path
+) -> None:
+    # axe-core is injected as a script, which the page's own policy would block.
+    page = await _new_page(browser, server, bypass_csp=True)
+    try:
+        await _sign_up(page)
+        project_id, key = await _create_project_and_agent(page, "Orders API")
+        async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+            run_id = await _send_run(http, key)
+        pages = {
+            "projects": ("/#/projects", ".project-card .latest .score"),
+            "project": (f"/#/projects/{project_id}", "table.runs"),
+            "run": (f"/#/runs/{run_id}", "text=Settled: every accepted event is counted"),
+            "sign-in": ("/#/signin", "form"),
+        }
+        for name, (url, ready) in pages.items():
+            if name == "sign-in":
+                await page.get_by_role("button", name="Sign out").click()
+            await page.goto(url)
+            await expect(page.locator(ready).first).to_be_visible()
+            violations = await _audit(page, axe_script)
+            assert violations == [], f"{name} page: {violations}"
+    finally:
+        await page.context.close()

@@ -248,6 +248,7 @@ def _print_end(run: _Run, report: RunReport) -> None:
         url = run.cloud.run_url(events.run_id)
         run.say(f"run     {url}")
         run.say(f"        score at {url}/score, ledger at {url}/report")
+        run.say(f"        dashboard {run.cloud.url}/#/runs/{events.run_id}")
 
 
 async def run_agent(config: RunConfig, out: TextIO) -> RunReport | None:

@@ -49,7 +49,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("delete", "/api/projects/{project_id}", "Delete a project and all it holds", "user",
               out.Deleted),
     Operation("get", "/api/projects/{project_id}/scores",
-              "Latest score, average and risk counts over the last finished or failed runs, and "
+              "Latest score, average and risk counts over the last finished runs, and "
               "the trend of all of them", "user", out.ProjectScores,
               query=("last",)),
     Operation("post", "/api/projects/{project_id}/agents", "Create an agent; returns its key once",

@@ -20,6 +20,7 @@ __all__ = [
     "listing",
     "ok",
     "page_params",
+    "query_param",
     "read_body",
     "validation_message",
 ]
@@ -201,9 +202,22 @@ def validation_message(detail: str) -> str:
     return detail
 
 
+def query_param(request: Request, name: str) -> str | None:
+    """Return a query parameter's value, None when absent or empty; reject a repeated one.
+
+    With `?flag=duplicate&flag=` the last value would silently drop the filter.
+    """
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ValidationFailed(
+            f"Query parameter `{name}` was given {len(values)} times; give it once"
+        )
+    return values[0] if values and values[0] != "" else None
+
+
 def _parse_int_param(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    raw = query_param(request, name)
+    if raw is None:
         return default
     text = raw.strip()
     if not re.fullmatch(r"[+-]?[0-9]+", text):

@@ -182,11 +182,14 @@ class ProjectTotals(msgspec.Struct):
     counts runs of any status, as `GET /api/runs?flag=` lists them."""
 
     runs: int
-    final_runs: int
+    finished_runs: int
     runs_flagged: dict[str, int]
 
 
 class ProjectScores(msgspec.Struct):
+    """A project's last `runs_considered` runs. `latest`, the average and `runs_flagged`
+    count only the `final_runs` among them whose status is finished."""
+
     project_id: str
     runs_considered: int
     final_runs: int

@@ -218,6 +218,7 @@ async def test_new_user_sees_run_scored(page: Page, server: str, consumers: list
     await deductions.filter(has_text="data_loss_risk_detected").get_by_role("link").click()
     timeline = page.locator("table.timeline tbody tr")
     await expect(timeline).to_have_count(1)
+    await expect(page.get_by_role("heading", name="Event timeline")).to_be_focused()
     await expect(timeline).to_contain_text("order 12 acknowledged but missing on read-back")
 
     # The projects page shows the latest score and the flagged-run counts.
@@ -318,6 +319,15 @@ async def test_runs_table_server_paging(page: Page, pool: asyncpg.Pool) -> None:
     for index in range(12):
         await expect(rows.nth(index)).to_contain_text("Data loss")
 
+    # Hostile or out-of-range values in the address are ignored or clamped.
+    await page.goto(f"/#/projects/{project_id}?flag=constructor")
+    await expect(page.get_by_text("1–25 of 60 runs")).to_be_visible()
+    await page.goto(f"/#/projects/{project_id}?offset=99999999999999999999999")
+    await expect(page.get_by_text("This page is past the end: there are 60 runs.")).to_be_visible()
+    await page.get_by_role("link", name="Go to the first page").click()
+    await expect(page.get_by_text("1–25 of 60 runs")).to_be_visible()
+
+    await page.get_by_label("Risk flag", exact=True).select_option("data_loss")
     await page.get_by_label("Status", exact=True).select_option("running")
     await page.get_by_role("button", name="Apply").first.click()
     await expect(page.get_by_text("No run matches these filters.")).to_be_visible()

@@ -113,7 +113,7 @@ async def test_deductions_link_their_events(client: httpx.AsyncClient, consumers
         ({"severity": "fatal"}, "`severity`"),
         ({"severity": "WARNING"}, "`severity`"),
         ({"event_type": "x" * 121}, "`event_type`"),
-        ({"event_type": "bad\x01type"}, "`event_type`"),
+        ({"event_type": "bad\x00type"}, "`event_type`"),
     ],
 )
 async def test_event_filters_are_validated(
@@ -148,7 +148,7 @@ async def test_project_totals_count_every_run(client: httpx.AsyncClient, consume
     assert data["runs_considered"] == 2
     assert data["totals"] == {
         "runs": 4,
-        "final_runs": 3,
+        "finished_runs": 3,
         "runs_flagged": {"data_loss": 2, "duplicate": 0, "timeout": 1, "recovery": 0},
     }
 
@@ -173,3 +173,59 @@ async def test_dashboard_files_strict_policy(
         response = await client.get(missing)
         assert response.status_code == 404, missing
         assert response.json()["error"] in ("file_not_found", "route_not_found")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["flag=duplicate&flag=", "status=finished&status=running", "limit=5&limit=6"],
+)
+async def test_repeated_query_parameter_rejected(client: httpx.AsyncClient, query: str) -> None:
+    agent = await new_agent(client)
+    response = await client.get(f"/api/runs?{query}", headers=agent.user)
+    assert response.status_code == 400, response.text
+    name = query.split("=")[0]
+    assert f"`{name}` was given 2 times" in response.json()["message"]
+
+
+async def test_every_stored_event_type_filterable(
+    client: httpx.AsyncClient, consumers: list
+) -> None:
+    odd_types = ["zero\u200bwidth", " padded ", "tab\there", "rtl\u202etype"]
+    events = [
+        {"event_id": f"o{index}", "event_type": event_type}
+        for index, event_type in enumerate(odd_types)
+    ]
+    agent = await new_agent(client)
+    run_id = await _scored_run(client, agent, events)
+    for event_type in odd_types:
+        listed = await client.get(
+            f"/api/runs/{run_id}/events", params={"event_type": event_type}, headers=agent.user
+        )
+        assert listed.status_code == 200, listed.text
+        assert [event["event_type"] for event in listed.json()["data"]] == [event_type]
+
+
+@pytest.mark.parametrize("form", ['W/"{tag}"', '"other", {etag}', "*"])
+async def test_dashboard_etag_compared_weakly(client: httpx.AsyncClient, form: str) -> None:
+    etag = (await client.get("/dashboard/app.js")).headers["etag"]
+    header = form.replace("{etag}", etag).replace('"{tag}"', etag)
+    response = await client.get("/dashboard/app.js", headers={"If-None-Match": header})
+    assert response.status_code == 304, header
+
+
+async def test_failed_run_is_not_latest_score(client: httpx.AsyncClient, consumers: list) -> None:
+    agent = await new_agent(client)
+    scored = await _scored_run(client, agent, EVENTS)
+    failed = await create_run(client, agent)
+    finished = await client.post(
+        f"/api/runs/{failed}/finish", json={"status": "failed"}, headers=agent.headers
+    )
+    assert finished.status_code == 200, finished.text
+
+    summary = await client.get(f"/api/projects/{agent.project_id}/scores", headers=agent.user)
+    data = summary.json()["data"]
+    assert data["latest"] == {"run_id": scored, "score": 34, "grade": "F"}
+    assert data["average_score"] == 34
+    assert data["final_runs"] == 1
+    assert data["totals"]["finished_runs"] == 1
+    assert [point["run_id"] for point in data["trend"]] == [scored, failed]

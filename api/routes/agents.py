@@ -8,7 +8,7 @@ from starlette.routing import Route
 from api.deps import current_user
 from core.app import ctx
 from core.errors import ValidationFailed
-from core.http import decode_body, listing, ok, page_params
+from core.http import decode_body, listing, ok, page_params, query_param
 from core.repositories import agents as agents_repo
 from core.services import agents as agents_service
 from core.services import projects as projects_service
@@ -46,7 +46,7 @@ async def create_agent(request: Request) -> Response:
 async def list_agents(request: Request) -> Response:
     user = await current_user(request)
     limit, offset = page_params(request)
-    project_id = request.query_params.get("project_id") or None
+    project_id = query_param(request, "project_id")
     async with ctx(request).pool.acquire() as conn:
         project_key = None
         if project_id is not None:

@@ -45,9 +45,14 @@ class _Asset:
         self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
         self.media_type = _MEDIA_TYPES[path.suffix]
 
+    def matches(self, if_none_match: str) -> bool:
+        """Compare `If-None-Match` weakly, as RFC 9110 asks: a list, `W/` tags or `*`."""
+        tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return "*" in tags or self.etag in tags
+
     def response(self, request: Request) -> Response:
         headers = {**_SECURITY_HEADERS, "ETag": self.etag}
-        if request.headers.get("if-none-match") == self.etag:
+        if self.matches(request.headers.get("if-none-match", "")):
             return Response(status_code=304, headers=headers)
         return Response(self.body, media_type=self.media_type, headers=headers)
 

@@ -7,7 +7,7 @@ from starlette.routing import Route
 from api.deps import reader_scope
 from core.app import ctx
 from core.errors import NotFound, ValidationFailed
-from core.http import listing, ok, page_params
+from core.http import listing, ok, page_params, query_param
 from core.repositories import events as events_repo
 from core.repositories.events import EVERY_EVENT
 from core.services import runs as runs_service
@@ -21,7 +21,7 @@ async def list_events(request: Request) -> Response:
     """Events of one run (`run_id`, oldest first) or of every run in scope (newest first)."""
     scope = await reader_scope(request)
     limit, offset = page_params(request, default_limit=50, max_limit=500)
-    run_id = request.query_params.get("run_id")
+    run_id = query_param(request, "run_id")
     only = event_filter(request)
     if not run_id and only != EVERY_EVENT:
         raise ValidationFailed(

@@ -7,7 +7,7 @@ from starlette.routing import Route
 from api.deps import current_user, reader_scope
 from core.app import ctx
 from core.errors import NotFound
-from core.http import listing, ok, page_params
+from core.http import listing, ok, page_params, query_param
 from core.repositories import reports as reports_repo
 from core.repositories import runs as runs_repo
 from core.repositories.runs import RunScope
@@ -23,7 +23,7 @@ async def list_reports(request: Request) -> Response:
     limit, offset = page_params(request)
     async with ctx(request).pool.acquire() as conn:
         project_key = None
-        if project_id := request.query_params.get("project_id"):
+        if project_id := query_param(request, "project_id"):
             require_public_id("project", project_id)
             project_key = await runs_repo.find_project_key(conn, scope, project_id)
             if project_key is None:

@@ -7,7 +7,7 @@ from starlette.routing import Route
 from api.deps import current_user, reader_scope
 from core.app import ctx
 from core.errors import NotFound, ValidationFailed
-from core.http import listing, ok, page_params
+from core.http import listing, ok, page_params, query_param
 from core.repositories import events as events_repo
 from core.repositories import reports as reports_repo
 from core.repositories import runs as runs_repo
@@ -27,12 +27,12 @@ __all__ = ["routes"]
 async def _filter_keys(conn, scope: RunScope, request: Request) -> tuple[int | None, int | None]:  # type: ignore[no-untyped-def]
     """Resolve the `project_id` and `agent_id` filters; unknown or foreign ids are 404."""
     project_key = agent_key = None
-    if project_id := request.query_params.get("project_id"):
+    if project_id := query_param(request, "project_id"):
         require_public_id("project", project_id)
         project_key = await runs_repo.find_project_key(conn, scope, project_id)
         if project_key is None:
             raise NotFound("project", project_id)
-    if agent_id := request.query_params.get("agent_id"):
+    if agent_id := query_param(request, "agent_id"):
         require_public_id("agent", agent_id)
         agent_key = await runs_repo.find_agent_key(conn, scope, agent_id)
         if agent_key is None:
@@ -43,10 +43,10 @@ async def _filter_keys(conn, scope: RunScope, request: Request) -> tuple[int | N
 async def list_runs(request: Request) -> Response:
     scope = await reader_scope(request)
     limit, offset = page_params(request)
-    status = request.query_params.get("status") or None
+    status = query_param(request, "status")
     if status is not None and status not in RUN_STATUSES:
         raise ValidationFailed(f"Query parameter `status` must be one of {', '.join(RUN_STATUSES)}")
-    flag = request.query_params.get("flag") or None
+    flag = query_param(request, "flag")
     if flag is not None and flag not in RISK_FLAGS:
         raise ValidationFailed(f"Query parameter `flag` must be one of {', '.join(RISK_FLAGS)}")
     async with ctx(request).pool.acquire() as conn:

@@ -29,7 +29,7 @@ async def recent_run_scores(
 
 
 async def project_totals(conn: asyncpg.Connection, *, project_key: int) -> asyncpg.Record:
-    """Count a project's runs, its finished or failed runs, and its runs per risk flag.
+    """Count a project's runs, its finished runs, and its runs per risk flag.
 
     Each count reads one index of the project's entries: `runs_status_idx` and
     `run_scores_project_flags_idx`.
@@ -38,7 +38,7 @@ async def project_totals(conn: asyncpg.Connection, *, project_key: int) -> async
         """
         SELECT runs.*, flags.*
         FROM (SELECT count(*) AS runs,
-                     count(*) FILTER (WHERE status IN ('finished', 'failed')) AS final_runs
+                     count(*) FILTER (WHERE status = 'finished') AS finished_runs
               FROM runs WHERE project_id = $1) AS runs,
              (SELECT count(*) FILTER (WHERE data_loss > 0) AS data_loss,
                      count(*) FILTER (WHERE duplicate > 0) AS duplicate,

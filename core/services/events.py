@@ -5,6 +5,7 @@ import msgspec
 from starlette.requests import Request
 
 from core.errors import ValidationFailed
+from core.http import query_param
 from core.repositories.events import EventFilter
 from schema.responses import EventOut
 from schema.structs import SEVERITIES
@@ -32,16 +33,18 @@ def event_json(row: asyncpg.Record) -> EventOut:
 
 
 def event_filter(request: Request) -> EventFilter:
-    """Read the `event_type` and `severity` query parameters of an event listing."""
-    event_type = request.query_params.get("event_type") or None
-    if event_type is not None and (
-        len(event_type) > MAX_EVENT_TYPE_CHARS or not event_type.isprintable()
-    ):
+    """Read the `event_type` and `severity` query parameters of an event listing.
+
+    `event_type` follows the rule ingest applies to stored types (at most 120
+    characters, no U+0000), so every stored type can be filtered on.
+    """
+    event_type = query_param(request, "event_type")
+    if event_type is not None and (len(event_type) > MAX_EVENT_TYPE_CHARS or "\x00" in event_type):
         raise ValidationFailed(
-            f"Query parameter `event_type` must be at most {MAX_EVENT_TYPE_CHARS} printable "
-            "characters, such as request_timeout"
+            f"Query parameter `event_type` must be at most {MAX_EVENT_TYPE_CHARS} characters "
+            "without U+0000, such as request_timeout"
         )
-    severity = request.query_params.get("severity") or None
+    severity = query_param(request, "severity")
     if severity is not None and severity not in SEVERITIES:
         raise ValidationFailed(f"Query parameter `severity` must be one of {', '.join(SEVERITIES)}")
     return EventFilter(event_type=event_type, severity=severity)

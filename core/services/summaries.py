@@ -8,7 +8,7 @@ from schema.responses import LatestScore, ProjectScores, ProjectTotals, TrendPoi
 
 __all__ = ["project_summary"]
 
-SCORED_STATUSES = ("finished", "failed")
+SCORED_STATUSES = ("finished",)
 
 
 async def project_summary(
@@ -16,9 +16,10 @@ async def project_summary(
 ) -> ProjectScores:
     """Latest score, average and flag counts over a project's last `last` runs.
 
-    Only finished and failed runs have a verdict: open runs are still changing, and a
-    cancelled run stopped before its test ended, so its score would flatter the
-    average. The trend lists every run. `totals` counts every run of the project.
+    Only finished runs have a verdict: open runs are still changing, and a failed or
+    cancelled run stopped before its test ended, so its score (100 when it stopped
+    before any event) would flatter the latest score and the average. The trend lists
+    every run, and `totals` counts every run of the project.
     """
     rows = await summaries_repo.recent_run_scores(conn, project_key=project["id"], limit=last)
     totals = await summaries_repo.project_totals(conn, project_key=project["id"])
@@ -49,7 +50,7 @@ async def project_summary(
         ],
         totals=ProjectTotals(
             runs=totals["runs"],
-            final_runs=totals["final_runs"],
+            finished_runs=totals["finished_runs"],
             runs_flagged={flag: totals[flag] for flag in RISK_FLAGS},
         ),
     )

@@ -63,6 +63,7 @@ async function route() {
     ([, found]) => found,
   );
   if (!match) {
+    document.title = "Page not found · Softadastra Cloud";
     main.replaceChildren(
       h("h1", {}, "Page not found"),
       h("p", {}, "This address matches no page. ", h("a", { href: "#/projects" }, "Go to your projects")),
@@ -87,6 +88,7 @@ async function route() {
     await found.page(target, { params: groups.slice(1), query, onLeave: (stop) => leaving.push(stop) });
   } catch (error) {
     const notFound = error instanceof ApiError && error.status === 404;
+    document.title = `${notFound ? "Not found" : "Error"} · Softadastra Cloud`;
     target.replaceChildren(
       h("h1", {}, notFound ? "Not found" : "Something went wrong"),
       errorBox(error),
@@ -97,8 +99,14 @@ async function route() {
   main.replaceChildren(...target.childNodes);
   main.removeAttribute("aria-busy");
   window.scrollTo(0, 0);
-  main.querySelector("h1")?.setAttribute("tabindex", "-1");
-  main.querySelector("h1")?.focus({ preventScroll: true });
+  // A page may name the heading the user came for (a filtered list, say) with
+  // data-focus; otherwise the page title takes the focus.
+  const heading = main.querySelector("[data-focus]") ?? main.querySelector("h1");
+  if (heading) {
+    heading.setAttribute("tabindex", "-1");
+    heading.focus({ preventScroll: true });
+    if (heading.matches("[data-focus]")) heading.scrollIntoView({ block: "start" });
+  }
 }
 
 window.addEventListener("hashchange", route);

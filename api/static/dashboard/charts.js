@@ -75,11 +75,19 @@ export function trendChart(points, { width = 720, height = 220 } = {}) {
       "a",
       {
         href: `#/runs/${point.run_id}`,
-        "aria-label": `Run ${point.scenario}: score ${point.score}, grade ${point.grade}`,
+        // Out of the tab order: the runs table below has the same links.
+        tabindex: -1,
+        "aria-label": `Run ${point.scenario}, ${point.status}: score ${point.score}, grade ${point.grade}`,
       },
       svg(
         "circle",
-        { cx: x(index), cy: y(point.score), r: 5, class: `dot dot-${point.grade}` },
+        // A hollow dot: the run is not finished, so its score is not a verdict.
+        {
+          cx: x(index),
+          cy: y(point.score),
+          r: 5,
+          class: `dot dot-${point.grade}${point.status === "finished" ? "" : " dot-open"}`,
+        },
         svg("title", {}, `${point.scenario} · ${point.status} · ${point.score} (${point.grade})`),
       ),
     ),

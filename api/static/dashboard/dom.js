@@ -79,9 +79,11 @@ export const FLAG_LABELS = {
   recovery: "Failed recovery",
 };
 
-export function gradeBadge(grade, score) {
+// A grade in its colour; `provisional` greys it out for a run that has no verdict.
+export function gradeBadge(grade, score, provisional = false) {
   const label = score === undefined ? `Grade ${grade}` : `Score ${score}, grade ${grade}`;
-  return h("span", { class: `grade grade-${grade}`, title: label }, grade);
+  const colour = provisional ? "grade-provisional" : `grade-${grade}`;
+  return h("span", { class: `grade ${colour}`, title: label }, grade);
 }
 
 export function flagChips(risks) {
@@ -96,6 +98,38 @@ export function flagChips(risks) {
 
 export function statusBadge(status) {
   return h("span", { class: `status status-${status}` }, status);
+}
+
+// Text without bidirectional control characters, for places that cannot isolate it
+// (window titles, confirm dialogs): a right-to-left override would flip what follows.
+export function plainText(text) {
+  return String(text).replace(/[\u202a-\u202e\u2066-\u2069]/g, "");
+}
+
+// A name typed by a user, isolated so that its writing direction stays inside it.
+export function userText(text) {
+  return h("bdi", {}, text);
+}
+
+// The `offset` of a page from the URL: a whole number from 0, at most 2^53 - 1, so
+// that it prints without an exponent.
+export function offsetParam(query) {
+  const value = Number.parseInt(query.get("offset") ?? "0", 10);
+  if (!Number.isFinite(value) || value < 0) return 0;
+  return Math.min(value, Number.MAX_SAFE_INTEGER);
+}
+
+// The empty state of a listing: nothing at all, or nothing on a page past the end.
+export function emptyListing(meta, hrefFor, nothingText, noun) {
+  if (meta.total > 0) {
+    return h(
+      "p",
+      { class: "empty" },
+      `This page is past the end: there are ${formatNumber(meta.total)} ${noun}. `,
+      h("a", { href: hrefFor(0) }, "Go to the first page"),
+    );
+  }
+  return h("p", { class: "empty" }, nothingText);
 }
 
 // A form's values by input name, strings trimmed.

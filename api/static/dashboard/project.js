@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { trendChart } from "./charts.js";
 import {
   FLAG_LABELS,
+  emptyListing,
   errorBox,
   fill,
   flagChips,
@@ -12,9 +13,12 @@ import {
   formatNumber,
   gradeBadge,
   h,
+  offsetParam,
   pager,
+  plainText,
   statusBadge,
   timeElement,
+  userText,
 } from "./dom.js";
 
 const RUNS_PAGE = 25;
@@ -25,10 +29,25 @@ function tile(label, value, extra) {
   return h("div", { class: "tile" }, h("dt", {}, label), h("dd", {}, value, extra));
 }
 
+// Only a finished run's score is a verdict: an open run's is the score so far, and a
+// failed or cancelled run stopped before its test ended.
+function runScore(run) {
+  if (run.status === "finished") return String(run.score);
+  const note = ["created", "running"].includes(run.status) ? "so far" : "no verdict";
+  return h("span", { class: "muted" }, String(run.score), h("span", { class: "note" }, ` ${note}`));
+}
+
 function summarySection(projectId, summary) {
   const flagged = summary.totals.runs_flagged;
   const flagLink = (flag) =>
-    h("a", { href: `#/projects/${projectId}?flag=${flag}` }, formatNumber(flagged[flag]));
+    h(
+      "a",
+      {
+        href: `#/projects/${projectId}?flag=${flag}`,
+        "aria-label": `${formatNumber(flagged[flag])} runs flagged ${FLAG_LABELS[flag].toLowerCase()}: list them`,
+      },
+      formatNumber(flagged[flag]),
+    );
   return h(
     "section",
     { "aria-labelledby": "summary-title" },
@@ -119,8 +138,8 @@ function runsSection(projectId, filters, runs, meta) {
       h("td", { class: "target" }, h("span", { class: "method" }, run.method), " ", run.target_url),
       h("td", {}, timeElement(run.started_at ?? run.created_at)),
       h("td", {}, run.started_at ? formatDuration(run.started_at, run.finished_at) : "–"),
-      h("td", { class: "number" }, String(run.score)),
-      h("td", {}, gradeBadge(run.grade, run.score)),
+      h("td", { class: "number" }, runScore(run)),
+      h("td", {}, gradeBadge(run.grade, run.score, run.status !== "finished")),
       h("td", {}, flagChips(run.risks)),
     ),
   );
@@ -152,14 +171,17 @@ function runsSection(projectId, filters, runs, meta) {
             h("tbody", {}, rows),
           ),
         )
-      : h(
-          "p",
-          { class: "empty" },
+      : emptyListing(
+          meta,
+          (offset) => href({ offset: String(offset) }),
           filtered
             ? "No run matches these filters."
             : "No runs yet. Point an agent at your API with this project's key to start one.",
+          "runs",
         ),
-    meta.total > meta.limit && pager(meta, (offset) => href({ offset: String(offset) }), "runs"),
+    meta.total > meta.limit &&
+      runs.length > 0 &&
+      pager(meta, (offset) => href({ offset: String(offset) }), "runs"),
   );
 }
 
@@ -210,7 +232,7 @@ async function agentsSection(projectId) {
             { class: "table-wrap" },
             h(
               "table",
-              {},
+              { class: "agents" },
               h("caption", { class: "visually-hidden" }, "Agents of this project"),
               h(
                 "thead",
@@ -243,7 +265,11 @@ async function agentsSection(projectId) {
   function agentRow(agent) {
     const rotate = h("button", { type: "button", class: "button" }, "Rotate key");
     rotate.addEventListener("click", () => {
-      if (!window.confirm(`Rotate the key of “${agent.name}”? Its current key stops working at once.`))
+      if (
+        !window.confirm(
+          `Rotate the key of “${plainText(agent.name)}”? Its current key stops working at once.`,
+        )
+      )
         return;
       act(async () => {
         const { data } = await api(`/api/agents/${agent.id}/rotate-key`, { method: "POST" });
@@ -253,7 +279,8 @@ async function agentsSection(projectId) {
     });
     const remove = h("button", { type: "button", class: "button danger" }, "Delete");
     remove.addEventListener("click", () => {
-      if (!window.confirm(`Delete agent “${agent.name}”? Its key stops working; its runs stay.`)) return;
+      if (!window.confirm(`Delete agent “${plainText(agent.name)}”? Its key stops working; its runs stay.`))
+        return;
       act(async () => {
         await api(`/api/agents/${agent.id}`, { method: "DELETE" });
         reveal.replaceChildren();
@@ -302,8 +329,8 @@ export async function projectPage(main, { params, query }) {
   const projectId = params[0];
   const filters = {
     status: STATUSES.includes(query.get("status")) ? query.get("status") : "",
-    flag: query.get("flag") in FLAG_LABELS ? query.get("flag") : "",
-    offset: String(Math.max(0, Number.parseInt(query.get("offset") ?? "0", 10) || 0)),
+    flag: Object.hasOwn(FLAG_LABELS, query.get("flag") ?? "") ? query.get("flag") : "",
+    offset: String(offsetParam(query)),
   };
   const [project, summary, runs, agents] = await Promise.all([
     api(`/api/projects/${projectId}`),
@@ -311,7 +338,7 @@ export async function projectPage(main, { params, query }) {
     api("/api/runs", { query: { project_id: projectId, limit: RUNS_PAGE, ...filters } }),
     agentsSection(projectId),
   ]);
-  document.title = `${project.data.name} · Softadastra Cloud`;
+  document.title = `${plainText(project.data.name)} · Softadastra Cloud`;
   fill(
     main,
     h(
@@ -319,9 +346,9 @@ export async function projectPage(main, { params, query }) {
       { class: "breadcrumb", "aria-label": "Breadcrumb" },
       h("a", { href: "#/projects" }, "Projects"),
       " / ",
-      project.data.name,
+      userText(project.data.name),
     ),
-    h("h1", {}, project.data.name),
+    h("h1", {}, userText(project.data.name)),
     project.data.description && h("p", {}, project.data.description),
     project.data.base_url && h("p", { class: "muted" }, "API under test: ", project.data.base_url),
     summarySection(projectId, summary.data),

@@ -2,7 +2,18 @@
 
 import { api } from "./api.js";
 import { sparkline } from "./charts.js";
-import { errorBox, fill, formValues, formatNumber, gradeBadge, h, pager } from "./dom.js";
+import {
+  emptyListing,
+  errorBox,
+  fill,
+  formValues,
+  formatNumber,
+  gradeBadge,
+  h,
+  offsetParam,
+  pager,
+  userText,
+} from "./dom.js";
 
 const PAGE_SIZE = 12;
 const TREND_RUNS = 20;
@@ -101,7 +112,7 @@ function projectCard(project) {
   return h(
     "li",
     { class: "card project-card" },
-    h("h2", {}, h("a", { href: `#/projects/${project.id}` }, project.name)),
+    h("h2", {}, h("a", { href: `#/projects/${project.id}` }, userText(project.name))),
     h("p", { class: "muted slug" }, project.slug, project.base_url ? ` · ${project.base_url}` : ""),
     body,
   );
@@ -109,7 +120,7 @@ function projectCard(project) {
 
 export async function projectsPage(main, { query }) {
   document.title = "Projects · Softadastra Cloud";
-  const offset = Math.max(0, Number.parseInt(query.get("offset") ?? "0", 10) || 0);
+  const offset = offsetParam(query);
   const { data, meta } = await api("/api/projects", { query: { limit: PAGE_SIZE, offset } });
   const created = (project) => {
     window.location.hash = `#/projects/${project.id}`;
@@ -120,10 +131,11 @@ export async function projectsPage(main, { query }) {
     createProjectForm(created),
     data.length
       ? h("ul", { class: "grid", "aria-label": "Projects" }, data.map(projectCard))
-      : h(
-          "p",
-          { class: "empty" },
+      : emptyListing(
+          meta,
+          (next) => `#/projects?offset=${next}`,
           "No projects yet. Create one, add an agent to it, and its runs will appear here.",
+          "projects",
         ),
     meta.total > PAGE_SIZE && pager(meta, (next) => `#/projects?offset=${next}`, "projects"),
   );

@@ -2,6 +2,7 @@
 
 import { ApiError, api } from "./api.js";
 import {
+  emptyListing,
   errorBox,
   fill,
   flagChips,
@@ -10,15 +11,20 @@ import {
   formatNumber,
   gradeBadge,
   h,
+  offsetParam,
   pager,
+  plainText,
   statusBadge,
   timeElement,
+  userText,
 } from "./dom.js";
 
 const EVENTS_PAGE = 50;
 const SEVERITIES = ["info", "warning", "error", "critical"];
-// While a run is not settled its score still moves: refresh it this often.
+// While a run is not settled its score still moves: poll it every 2 s, slowing to
+// every 30 s while nothing changes.
 const REFRESH_MS = 2000;
+const MAX_REFRESH_MS = 30000;
 
 function timelineHref(runId, filters, changes = {}) {
   const params = new URLSearchParams({ ...filters, ...changes });
@@ -49,7 +55,18 @@ function scoreSection(runId, score) {
       h("td", { class: "number" }, `−${deduction.points}`),
       h("th", { scope: "row" }, deduction.reason),
       h("td", { class: "number" }, formatNumber(deduction.events)),
-      h("td", {}, h("a", { href: timelineHref(runId, filter) }, "Show these events")),
+      h(
+        "td",
+        {},
+        h(
+          "a",
+          {
+            href: timelineHref(runId, filter),
+            "aria-label": `Show these events: ${deduction.events} behind ${deduction.reason}`,
+          },
+          "Show these events",
+        ),
+      ),
     );
   });
   return h(
@@ -142,14 +159,23 @@ function timelineSection(runId, filters, events, meta) {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const { severity, event_type: eventType } = formValues(form);
+    // The type is matched exactly, spaces included, so it is not trimmed.
+    const { severity } = formValues(form);
+    const eventType = form.elements.event_type.value;
     window.location.hash = timelineHref(runId, filters, { severity, event_type: eventType, offset: "" });
   });
   const filtered = filters.severity || filters.event_type;
   return h(
     "section",
     { "aria-labelledby": "timeline-title" },
-    h("h2", { id: "timeline-title" }, "Event timeline"),
+    h(
+      "h2",
+      {
+        id: "timeline-title",
+        "data-focus": filters.severity || filters.event_type || filters.offset !== "0" || undefined,
+      },
+      "Event timeline",
+    ),
     form,
     events.length
       ? h(
@@ -173,8 +199,14 @@ function timelineSection(runId, filters, events, meta) {
             h("tbody", {}, events.map(eventRow)),
           ),
         )
-      : h("p", { class: "empty" }, filtered ? "No event matches these filters." : "No events stored yet."),
+      : emptyListing(
+          meta,
+          (offset) => timelineHref(runId, filters, { offset: String(offset) }),
+          filtered ? "No event matches these filters." : "No events stored yet.",
+          "events",
+        ),
     meta.total > meta.limit &&
+      events.length > 0 &&
       pager(meta, (offset) => timelineHref(runId, filters, { offset: String(offset) }), "events"),
   );
 }
@@ -233,7 +265,7 @@ export async function runPage(main, { params, query, onLeave }) {
   const filters = {
     severity: SEVERITIES.includes(query.get("severity")) ? query.get("severity") : "",
     event_type: (query.get("event_type") ?? "").slice(0, 120),
-    offset: String(Math.max(0, Number.parseInt(query.get("offset") ?? "0", 10) || 0)),
+    offset: String(offsetParam(query)),
   };
   const loadEvents = () => api(`/api/runs/${runId}/events`, { query: { limit: EVENTS_PAGE, ...filters } });
   const [run, score, events, report] = await Promise.all([
@@ -243,7 +275,7 @@ export async function runPage(main, { params, query, onLeave }) {
     loadReport(runId),
   ]);
   const project = await api(`/api/projects/${run.data.project_id}`);
-  document.title = `${run.data.scenario} · ${project.data.name} · Softadastra Cloud`;
+  document.title = `${plainText(run.data.scenario)} · ${plainText(project.data.name)} · Softadastra Cloud`;
 
   const facts = h("div", {}, runFacts(run.data));
   const scoreSlot = h("div", {}, scoreSection(runId, score.data));
@@ -256,41 +288,56 @@ export async function runPage(main, { params, query, onLeave }) {
       { class: "breadcrumb", "aria-label": "Breadcrumb" },
       h("a", { href: "#/projects" }, "Projects"),
       " / ",
-      h("a", { href: `#/projects/${project.data.id}` }, project.data.name),
+      h("a", { href: `#/projects/${project.data.id}` }, userText(project.data.name)),
       " / ",
-      run.data.scenario,
+      userText(run.data.scenario),
     ),
-    h("h1", {}, `Run: ${run.data.scenario}`),
+    h("h1", {}, "Run: ", userText(run.data.scenario)),
     facts,
     scoreSlot,
     timelineSlot,
     reportSlot,
   );
 
-  // Until the score is settled, refresh the parts that change without moving focus.
+  // Until the score is settled, poll the score and the run, which are small. The
+  // timeline (whose payloads can be large) and the report are fetched again only
+  // when the counted events or the status changed. A quiet run is polled less and
+  // less often, and a hidden tab not at all.
   let timer = null;
-  let settled = score.data.settled;
+  let delay = REFRESH_MS;
+  let last = { total: score.data.counts.total, status: run.data.status };
   const refresh = async () => {
+    if (document.hidden) {
+      timer = window.setTimeout(refresh, delay);
+      return;
+    }
+    let settled = false;
     try {
-      const [nextRun, nextScore, nextEvents, nextReport] = await Promise.all([
+      const [nextRun, nextScore] = await Promise.all([
         api(`/api/runs/${runId}`),
         api(`/api/runs/${runId}/score`),
-        loadEvents(),
-        loadReport(runId),
       ]);
+      const now = { total: nextScore.data.counts.total, status: nextRun.data.status };
       facts.replaceChildren(runFacts(nextRun.data));
       scoreSlot.replaceChildren(scoreSection(runId, nextScore.data));
-      if (!timelineSlot.contains(document.activeElement)) {
+      if (now.total !== last.total && !timelineSlot.contains(document.activeElement)) {
+        const nextEvents = await loadEvents();
         timelineSlot.replaceChildren(timelineSection(runId, filters, nextEvents.data, nextEvents.meta));
       }
-      reportSlot.replaceChildren(reportSection(nextReport));
+      if (now.status !== last.status) reportSlot.replaceChildren(reportSection(await loadReport(runId)));
+      delay =
+        now.total !== last.total || now.status !== last.status
+          ? REFRESH_MS
+          : Math.min(delay * 1.5, MAX_REFRESH_MS);
+      last = now;
       settled = nextScore.data.settled;
     } catch (error) {
       scoreSlot.replaceChildren(errorBox(error), scoreSlot.lastChild ?? "");
+      delay = Math.min(delay * 1.5, MAX_REFRESH_MS);
     }
-    if (!settled && timer !== false) timer = window.setTimeout(refresh, REFRESH_MS);
+    if (!settled && timer !== false) timer = window.setTimeout(refresh, delay);
   };
-  if (!settled) timer = window.setTimeout(refresh, REFRESH_MS);
+  if (!score.data.settled) timer = window.setTimeout(refresh, delay);
   onLeave(() => {
     window.clearTimeout(timer);
     timer = false;

@@ -385,3 +385,26 @@ async def test_main_pages_pass_wcag_checks(
             assert violations == [], f"{name} page: {violations}"
     finally:
         await page.context.close()
+
+
+async def test_rename_and_delete_from_dashboard(page: Page, server: str, consumers: list) -> None:
+    await _sign_up(page)
+    project_id, key = await _create_project_and_agent(page, "Old Name")
+    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+        run_id = await _send_run(http, key)
+
+    await page.get_by_text("Project settings").click()
+    await page.get_by_label("Name", exact=True).fill("Payments API")
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.get_by_role("heading", name="Payments API", exact=True)).to_be_visible()
+
+    await page.goto(f"/#/runs/{run_id}")
+    await page.get_by_role("button", name="Delete this run").click()
+    await expect(page.get_by_role("heading", name="Payments API", exact=True)).to_be_visible()
+    await expect(page.get_by_text("No runs yet.")).to_be_visible()
+
+    await page.get_by_text("Project settings").click()
+    await page.get_by_role("button", name="Delete this project").click()
+    await expect(page.get_by_text("No projects yet.")).to_be_visible()
+    await page.goto(f"/#/projects/{project_id}")
+    await expect(page.get_by_role("heading", name="Not found")).to_be_visible()

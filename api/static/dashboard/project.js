@@ -354,5 +354,59 @@ export async function projectPage(main, { params, query }) {
     summarySection(projectId, summary.data),
     runsSection(projectId, filters, runs.data, runs.meta),
     agents,
+    settingsSection(project.data),
+  );
+}
+
+// Rename or describe the project, or delete it with everything it holds.
+function settingsSection(project) {
+  const errors = h("div");
+  const field = (id, name, label, attributes = {}) =>
+    h(
+      "p",
+      { class: "field" },
+      h("label", { for: id }, label),
+      h("input", { id, name, value: project[name], ...attributes }),
+    );
+  const form = h(
+    "form",
+    { class: "stack" },
+    field("settings-name", "name", "Name", { required: true, minlength: 2, maxlength: 120 }),
+    field("settings-base-url", "base_url", "Base URL of the API under test", {
+      type: "url",
+      maxlength: 2048,
+    }),
+    field("settings-description", "description", "Description", { maxlength: 500 }),
+    h("p", {}, h("button", { type: "submit", class: "button primary" }, "Save changes")),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    errors.replaceChildren();
+    try {
+      await api(`/api/projects/${project.id}`, { method: "PATCH", body: formValues(form) });
+      window.dispatchEvent(new HashChangeEvent("hashchange"));
+    } catch (error) {
+      errors.replaceChildren(errorBox(error));
+    }
+  });
+  const remove = h("button", { type: "button", class: "button danger" }, "Delete this project");
+  remove.addEventListener("click", async () => {
+    const question = `Delete project “${plainText(project.name)}” with all its runs, events, reports and agents? This cannot be undone.`;
+    if (!window.confirm(question)) return;
+    errors.replaceChildren();
+    try {
+      await api(`/api/projects/${project.id}`, { method: "DELETE" });
+      window.location.hash = "#/projects";
+    } catch (error) {
+      errors.replaceChildren(errorBox(error));
+    }
+  });
+  return h(
+    "details",
+    { class: "card settings" },
+    h("summary", {}, "Project settings"),
+    errors,
+    form,
+    h("p", {}, remove),
   );
 }

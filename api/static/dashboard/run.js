@@ -251,6 +251,21 @@ function runFacts(run) {
   );
 }
 
+function deleteRunButton(run) {
+  const errors = h("div");
+  const button = h("button", { type: "button", class: "button danger" }, "Delete this run");
+  button.addEventListener("click", async () => {
+    if (!window.confirm("Delete this run with its events and report? This cannot be undone.")) return;
+    try {
+      await api(`/api/runs/${run.id}`, { method: "DELETE" });
+      window.location.hash = `#/projects/${run.project_id}`;
+    } catch (error) {
+      errors.replaceChildren(errorBox(error));
+    }
+  });
+  return h("section", { class: "danger-zone", "aria-label": "Delete the run" }, errors, button);
+}
+
 async function loadReport(runId) {
   try {
     return (await api(`/api/runs/${runId}/report`)).data;
@@ -297,6 +312,7 @@ export async function runPage(main, { params, query, onLeave }) {
     scoreSlot,
     timelineSlot,
     reportSlot,
+    deleteRunButton(run.data),
   );
 
   // Until the score is settled, poll the score and the run, which are small. The

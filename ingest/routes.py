@@ -150,6 +150,7 @@ async def append_events(request: Request) -> Response:
                 event_count=len(events),
                 backlog_limit=settings.backlog_limit_events,
                 entry=entry,
+                pipeline=context.appends,
             )
             if outcome is not streams.AppendOutcome.UNKNOWN_RUN or attempt == 1:
                 break

@@ -64,7 +64,7 @@ async def test_pipelined_appends_reload_flushed_script(redis: aioredis.Redis, cl
 
 
 async def test_pipelined_appends_fail_when_redis_down() -> None:
-    # Nothing listens on a port that was free a moment ago.
+    # A port that was free a moment ago almost surely has no listener.
     down = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     pipeline = streams.append_pipeline(down)
     try:

@@ -136,6 +136,32 @@ async def test_persist_refused_value_dead_letters_only_it(pool: asyncpg.Pool, cl
     assert "bad" in dead[0]["event"]
 
 
+async def test_persist_nul_text_dead_letters_only_it(pool: asyncpg.Pool, clean: None) -> None:
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+        bad = stream_event("bad", "request_sent", "error")
+        bad = msgspec.structs.replace(bad, message="a\x00b")
+        events = [stream_event("good-1", "request_sent", "info"), bad]
+        result = await persist_entries(conn, STREAM, [entry(run_id, events)])
+        stored = await conn.fetch("SELECT event_id FROM events")
+        dead = await conn.fetch("SELECT event FROM dead_events")
+    assert result.inserted == 1
+    assert result.dead_lettered == 1
+    assert [row["event_id"] for row in stored] == ["good-1"]
+    assert len(dead) == 1
+
+
+async def test_persist_keeps_stream_order(pool: asyncpg.Pool, clean: None) -> None:
+    event_ids = [f"e{number}" for number in reversed(range(300))]
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+        first = [stream_event(event_id, "request_sent", "info") for event_id in event_ids[:150]]
+        second = [stream_event(event_id, "request_sent", "info") for event_id in event_ids[150:]]
+        await persist_entries(conn, STREAM, [entry(run_id, first), entry(run_id, second)])
+        stored = await conn.fetch("SELECT event_id FROM events ORDER BY id")
+    assert [row["event_id"] for row in stored] == event_ids
+
+
 async def test_persist_deleted_run_is_discarded(pool: asyncpg.Pool, clean: None) -> None:
     async with pool.acquire() as conn:
         run_id = await make_run(conn)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("softadastra.access")
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CORS_HEADERS = [
     "Content-Type",
@@ -61,6 +62,9 @@ class RequestIdMiddleware:
     def __init__(self, app: ASGIApp, *, role: str) -> None:
         self.app = app
         self.role = role
+        # Labelled children of HTTP_REQUESTS by (method, status), because `labels()`
+        # costs more than the increment itself.
+        self._request_counters: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,7 +104,7 @@ class RequestIdMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
-            HTTP_REQUESTS.labels(self.role, scope["method"], str(status)).inc()
+            self._count_request(scope["method"], status)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "%s %s %s %d %.1fms",
@@ -110,6 +114,15 @@ class RequestIdMiddleware:
                     status,
                     (time.perf_counter() - began) * 1000,
                 )
+
+    def _count_request(self, method: str, status: int) -> None:
+        counter = self._request_counters.get((method, status))
+        if counter is None:
+            counter = HTTP_REQUESTS.labels(self.role, method, str(status))
+            # Methods come from clients, so only known ones are kept.
+            if method in _KNOWN_METHODS:
+                self._request_counters[(method, status)] = counter
+        counter.inc()
 
 
 class DirectRouteMiddleware:

@@ -17,6 +17,12 @@ def build_api_app(settings: Settings) -> Starlette:
 
 def build_all_in_one_app(settings: Settings) -> Starlette:
     """Serve the agent write routes and the api routes on one port."""
+    from ingest.routes import events_route
     from ingest.routes import routes as ingest_routes
 
-    return create_app(settings, [*ingest_routes, *routes], role="all-in-one")
+    return create_app(
+        settings,
+        [*ingest_routes, *routes],
+        role="all-in-one",
+        direct_routes=[events_route],
+    )

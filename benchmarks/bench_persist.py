@@ -8,9 +8,10 @@ started first and paused (SIGSTOP) while the streams fill, so the clock starts a
 SIGCONT and process start-up is not timed. The clock stops when the backlog is 0
 and the runs' `processed_events` reach the total.
 
-The ceiling inserts the same rows with the workers' own `INSERT … SELECT FROM
-unnest(…) ON CONFLICT DO NOTHING RETURNING`, on one asyncpg connection, in
-statements of as many rows as one worker transaction holds at most
+The ceiling inserts the same rows with `INSERT … SELECT FROM unnest(…) ON CONFLICT
+DO NOTHING RETURNING`, the statement workers used before they switched to COPY
+into a staging table. It runs on one asyncpg connection, in
+statements of as many rows as one worker read holds at most
 (`CLOUD_STREAM_BATCH_SIZE` entries), without Redis and without score updates.
 """
 

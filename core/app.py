@@ -7,7 +7,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import asyncpg
 import redis.exceptions
@@ -27,12 +28,14 @@ from core.http import ok
 from core.metrics import HTTP_REQUESTS, metrics_endpoint
 from schema.responses import Health
 
-__all__ = ["create_app", "ctx", "health_routes", "merge_routes"]
+__all__ = ["DirectRouteMiddleware", "create_app", "ctx", "health_routes", "merge_routes"]
 
 log = logging.getLogger(__name__)
 # One line per request; raise this logger's level to silence it on a busy ingest.
 access_log = logging.getLogger("softadastra.access")
 
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CORS_HEADERS = [
     "Content-Type",
@@ -59,6 +62,9 @@ class RequestIdMiddleware:
     def __init__(self, app: ASGIApp, *, role: str) -> None:
         self.app = app
         self.role = role
+        # Labelled children of HTTP_REQUESTS by (method, status), because `labels()`
+        # costs more than the increment itself.
+        self._request_counters: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,7 +104,7 @@ class RequestIdMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
-            HTTP_REQUESTS.labels(self.role, scope["method"], str(status)).inc()
+            self._count_request(scope["method"], status)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "%s %s %s %d %.1fms",
@@ -108,6 +114,79 @@ class RequestIdMiddleware:
                     status,
                     (time.perf_counter() - began) * 1000,
                 )
+
+    def _count_request(self, method: str, status: int) -> None:
+        counter = self._request_counters.get((method, status))
+        if counter is None:
+            counter = HTTP_REQUESTS.labels(self.role, method, str(status))
+            # Methods come from clients, so only known ones are kept.
+            if method in _KNOWN_METHODS:
+                self._request_counters[(method, status)] = counter
+        counter.inc()
+
+
+class DirectRouteMiddleware:
+    """Serve a few hot routes without Starlette's router, CORS and exception layers.
+
+    A request goes direct when its method and path match one of `routes` and it has
+    no `Origin` header, because CORS adds headers to cross-origin responses. Every
+    other request goes on to `app`. An exception raised by the endpoint becomes a
+    response through the app's exception handlers, looked up along the exception's
+    MRO as Starlette does, so a response is the same either way. Exceptions without
+    a handler propagate to `RequestIdMiddleware`, as they do from the router.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, routes: Sequence[Route], handlers: Mapping[Any, Handler]
+    ) -> None:
+        self.app = app
+        self._routes = [(route.path_regex, route.methods or set(), route) for route in routes]
+        # Starlette serves `Exception` and 500 from its outermost middleware and
+        # status-code keys only for HTTPException, so neither belongs here.
+        self._handlers = {
+            key: handler
+            for key, handler in handlers.items()
+            if isinstance(key, type) and key is not Exception
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._match(scope) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await route.endpoint(request)
+        except Exception as exc:
+            handler = self._handler_for(exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+    def _match(self, scope: Scope) -> Route | None:
+        # Starlette matches routes against `path` minus `root_path`, so a request under
+        # a root path goes to the router.
+        if scope.get("root_path"):
+            return None
+        method = scope["method"]
+        path = scope["path"]
+        for path_regex, methods, route in self._routes:
+            match = path_regex.match(path)
+            if match is None or method not in methods:
+                continue
+            if any(name == b"origin" for name, _ in scope["headers"]):
+                return None
+            scope["path_params"] = match.groupdict()
+            return route
+        return None
+
+    def _handler_for(self, exc: Exception) -> Handler | None:
+        for cls in type(exc).__mro__:
+            handler = self._handlers.get(cls)
+            if handler is not None:
+                return handler
+        return None
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
@@ -213,11 +292,18 @@ def merge_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
     return merged
 
 
-def create_app(settings: Settings, routes: Sequence[BaseRoute], *, role: str) -> Starlette:
+def create_app(
+    settings: Settings,
+    routes: Sequence[BaseRoute],
+    *,
+    role: str,
+    direct_routes: Sequence[Route] = (),
+) -> Starlette:
     """Build an app serving `routes` with the shared middleware, errors and lifespan.
 
     `role` (ingest, api or all-in-one) is reported by /health, so an operator can
-    tell which service responded.
+    tell which service responded. `direct_routes`, which must also be in `routes`,
+    skip the router as `DirectRouteMiddleware` describes.
     """
 
     @contextlib.asynccontextmanager
@@ -251,6 +337,7 @@ def create_app(settings: Settings, routes: Sequence[BaseRoute], *, role: str) ->
     handlers[asyncpg.UntranslatableCharacterError] = _bad_text
     middleware = [
         Middleware(RequestIdMiddleware, role=role),
+        Middleware(DirectRouteMiddleware, routes=direct_routes, handlers=handlers),
         Middleware(
             CORSMiddleware,
             allow_origins=[settings.cors_allowed_origin],

@@ -7,6 +7,7 @@ import dataclasses
 import asyncpg
 import redis.asyncio as aioredis
 
+from core import streams
 from core.auth import AgentKeyCache
 from core.config import Settings
 from core.ratelimit import LeasedLimit, Limit
@@ -26,6 +27,7 @@ class AppContext:
     passwords: PasswordHasher
     agent_keys: AgentKeyCache
     agent_rate: LeasedLimit | None
+    appends: streams.PipelinedScript
 
     @classmethod
     def build(cls, *, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> AppContext:
@@ -46,4 +48,5 @@ class AppContext:
             )
             if settings.agent_rate_per_s
             else None,
+            appends=streams.append_pipeline(redis),
         )

@@ -13,6 +13,13 @@ def configure_logging(level: str = "INFO", *, access_log: bool = True) -> None:
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
     )
+    # The format above uses no caller, thread or process fields, so records skip
+    # collecting them: these are the switches of the "Optimization" section of the
+    # logging HOWTO, and the caller lookup walks the stack on every record.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -7,7 +7,6 @@ as keys. Passwords are hashed with argon2id, and user tokens are HS256 JWTs.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -52,7 +51,7 @@ def hash_agent_key(key: str, *, secret: str) -> str:
     """Return the hex HMAC-SHA256 of an agent key, the only form that is stored."""
     if not secret:
         raise ValueError("agent key secret is empty")
-    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), key.encode(), "sha256").hex()
 
 
 class PasswordHasher:

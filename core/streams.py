@@ -19,10 +19,12 @@ and nothing is ever trimmed by length.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -31,11 +33,13 @@ from redis.exceptions import NoScriptError
 __all__ = [
     "CONSUMER_GROUP",
     "AppendOutcome",
+    "PipelinedScript",
     "RedisScript",
     "StreamKeys",
     "accepted_count",
     "ack_entries",
     "append_batch",
+    "append_pipeline",
     "forget_run",
     "set_run_state",
     "shard_for",
@@ -129,8 +133,84 @@ class RedisScript:
             return await redis.eval(self.source, len(keys), *keys, *args)
 
 
+_Call = tuple[Sequence[str], Sequence[object], "asyncio.Future[Any]"]
+
+
+class PipelinedScript:
+    """Calls of one Lua script from concurrent tasks, sent to Redis in shared pipelines.
+
+    The calls made during one pass of the event loop go out as one pipeline, with one
+    connection checkout, one write and one read for all of them. Each call still
+    runs as a script of its own, so each stays atomic and gets its own result or
+    exception. A connection error fails every call of that pipeline, as it would
+    have failed each call sent alone.
+    """
+
+    def __init__(self, redis: aioredis.Redis, script: RedisScript) -> None:
+        self._redis = redis
+        self._script = script
+        self._queued: list[_Call] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[object]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._send_queued)
+        self._queued.append((keys, args, future))
+        return await future
+
+    def _send_queued(self) -> None:
+        calls, self._queued = self._queued, []
+        task = asyncio.create_task(self._send(calls))
+        # The loop keeps only weak references to tasks.
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, calls: list[_Call]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for keys, args, _ in calls:
+                    pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for _, _, future in calls:
+                future.cancel()
+            raise
+        except Exception as exc:
+            results = [exc] * len(calls)
+        for (keys, args, future), result in zip(calls, results, strict=True):
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(result, NoScriptError):
+                # Redis lost its script cache (a restart), so this call ran nothing yet.
+                await self._call_alone(keys, args, future)
+            elif isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _call_alone(
+        self, keys: Sequence[str], args: Sequence[object], future: asyncio.Future[Any]
+    ) -> None:
+        try:
+            result = await self._script(self._redis, keys, args)
+        except Exception as exc:
+            result = exc
+        if future.done():  # its caller was cancelled meanwhile
+            return
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
 _append_script = RedisScript(_APPEND)
 _ack_script = RedisScript(_ACK)
+
+
+def append_pipeline(redis: aioredis.Redis) -> PipelinedScript:
+    return PipelinedScript(redis, _append_script)
 
 
 async def append_batch(
@@ -142,17 +222,20 @@ async def append_batch(
     event_count: int,
     backlog_limit: int,
     entry: bytes,
+    pipeline: PipelinedScript | None = None,
 ) -> tuple[AppendOutcome, str]:
     """Append one encoded batch if the run is open and the backlog has room.
 
     Returns the outcome and, when appended, the entry id; when the backlog is full,
-    the backlog's current size.
+    the backlog's current size. With `pipeline` from `append_pipeline`, the script
+    call shares a round trip with the appends of other requests.
     """
-    result = await _append_script(
-        redis,
-        (keys.events, keys.runs, keys.accepted, keys.backlog),
-        (run_id, project_key, event_count, backlog_limit, entry),
-    )
+    script_keys = (keys.events, keys.runs, keys.accepted, keys.backlog)
+    script_args = (run_id, project_key, event_count, backlog_limit, entry)
+    if pipeline is None:
+        result = await _append_script(redis, script_keys, script_args)
+    else:
+        result = await pipeline(script_keys, script_args)
     outcome = AppendOutcome(_text(result[0]))
     detail = _text(result[1]) if len(result) > 1 else ""
     return outcome, detail

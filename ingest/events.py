@@ -7,15 +7,21 @@ batch are validated one by one, so one bad event rejects only itself.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
+import os
+from collections.abc import Sequence
 
 import msgspec
 
 from core.errors import ValidationFailed
 from core.http import MAX_NESTING_HINT, decode_error_message, decode_json, validation_message
-from core.security import new_id
 from schema.responses import Rejection
-from schema.structs import MAX_BATCH_EVENTS, EventIn, StreamEvent
+from schema.structs import (
+    MAX_BATCH_EVENTS,
+    CommonEventIn,
+    EventIn,
+    StreamEvent,
+    common_events_valid,
+)
 
 __all__ = ["Rejection", "parse_events"]
 
@@ -27,22 +33,16 @@ _valid_events = msgspec.json.Decoder(list[EventIn])
 _NULL = msgspec.Raw(b"null")
 
 
+class _CommonBatch(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[CommonEventIn]
+
+
+_common_batch = msgspec.json.Decoder(_CommonBatch)
+
+
 def _new_event_ids(count: int) -> list[str]:
     """`count` public event ids from one read of the CSPRNG instead of one per event."""
-    digits = secrets.token_bytes(16 * count).hex()
-    return ["evt_" + digits[32 * index : 32 * index + 32] for index in range(count)]
-
-
-def _to_stream_event(event: EventIn, public_id: str) -> StreamEvent:
-    return StreamEvent(
-        public_id=public_id,
-        event_id=event.event_id if event.event_id is not None else public_id,
-        event_type=event.event_type,
-        severity=event.severity,
-        message=event.message,
-        payload=event.payload if event.payload is not msgspec.UNSET else _NULL,
-        occurred_at=event.occurred_at,
-    )
+    return ["evt_" + digits for digits in os.urandom(16 * count).hex(" ", -16).split()]
 
 
 def _top_level_fields(body: bytes) -> dict[str, msgspec.Raw]:
@@ -77,9 +77,17 @@ def parse_events(body: bytes) -> tuple[int, list[StreamEvent], list[Rejection]]:
     `event_id` repeats an earlier one of the same batch counts as accepted (the
     unique index would drop it anyway) but travels only once.
     """
+    common = _decode_common(body)
+    if common is not None:
+        return len(common), _stream_events(common), []
+    return _parse_checked(body)
+
+
+def _parse_checked(body: bytes) -> tuple[int, list[StreamEvent], list[Rejection]]:
+    """Parse like `parse_events`, decoding every event with `EventIn`'s own checks."""
     fields = _top_level_fields(body)
     if "events" not in fields:
-        return 1, [_to_stream_event(decode_json(body, _event), new_id("evt"))], []
+        return 1, _stream_events([decode_json(body, _event)]), []
     if len(fields) > 1:
         extra = sorted(name for name in fields if name != "events")
         raise ValidationFailed(f"Unexpected fields {extra} beside `events`; {_SHAPES}")
@@ -90,15 +98,50 @@ def parse_events(body: bytes) -> tuple[int, list[StreamEvent], list[Rejection]]:
         )
     valid = [event for event in decoded if not isinstance(event, Rejection)]
     rejected = [event for event in decoded if isinstance(event, Rejection)]
+    return len(valid), _stream_events(valid), rejected
+
+
+def _decode_common(body: bytes) -> list[CommonEventIn] | None:
+    """Decode a batch of valid events in the common form, else return None.
+
+    This fast path of `parse_events` decodes without a Python call per event and then
+    runs `common_events_valid`. On None the caller takes the checked path, which
+    names every problem.
+    """
+    try:
+        events = _common_batch.decode(body).events
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+    if not 1 <= len(events) <= MAX_BATCH_EVENTS or not common_events_valid(body, events):
+        return None
+    return events
+
+
+def _stream_events(valid: Sequence[EventIn | CommonEventIn]) -> list[StreamEvent]:
+    """Give each event a public id and drop repeats of an `event_id` within the batch."""
     events: list[StreamEvent] = []
     seen_ids: set[str] = set()
     for event, public_id in zip(valid, _new_event_ids(len(valid)), strict=True):
-        if event.event_id is not None:
-            if event.event_id in seen_ids:
-                continue
-            seen_ids.add(event.event_id)
-        events.append(_to_stream_event(event, public_id))
-    return len(valid), events, rejected
+        event_id = event.event_id
+        if event_id is None:
+            event_id = public_id
+        elif event_id in seen_ids:
+            continue
+        else:
+            seen_ids.add(event_id)
+        payload = event.payload
+        events.append(
+            StreamEvent(
+                public_id,
+                event_id,
+                event.event_type,
+                event.severity,
+                event.message,
+                _NULL if payload is msgspec.UNSET else payload,
+                event.occurred_at,
+            )
+        )
+    return events
 
 
 def _decode_batch(raw_events: msgspec.Raw) -> list[EventIn] | list[EventIn | Rejection]:

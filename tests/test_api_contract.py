@@ -1586,3 +1586,34 @@ async def test_cors_simple_request_exposes_request_id(client: httpx.AsyncClient)
     response = await client.get("/health", headers={"Origin": "http://dashboard.test"})
     assert response.headers["Access-Control-Allow-Origin"] == "http://dashboard.test"
     assert "x-request-id" in response.headers["Access-Control-Expose-Headers"].lower()
+
+
+async def test_cors_event_append_with_origin(client: httpx.AsyncClient) -> None:
+    agent = await new_agent(client)
+    run_id = await create_run(client, agent)
+    response = await client.post(
+        f"/api/runs/{run_id}/events",
+        json=event("request_sent"),
+        headers={**agent.headers, "Origin": "http://dashboard.test"},
+    )
+    assert response.status_code == 202
+    assert response.headers["Access-Control-Allow-Origin"] == "http://dashboard.test"
+    assert "x-request-id" in response.headers["Access-Control-Expose-Headers"].lower()
+
+
+async def test_event_append_echoes_request_id(client: httpx.AsyncClient) -> None:
+    agent = await new_agent(client)
+    run_id = await create_run(client, agent)
+    headers = {**agent.headers, "X-Request-Id": "req-events-7"}
+    accepted = await client.post(
+        f"/api/runs/{run_id}/events", json=event("request_sent"), headers=headers
+    )
+    missing = await client.post(
+        f"/api/runs/{MISSING_RUN}/events", json=event("request_sent"), headers=headers
+    )
+    assert accepted.status_code == 202
+    assert accepted.headers["X-Request-Id"] == "req-events-7"
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "run_not_found"
+    assert missing.headers["X-Request-Id"] == "req-events-7"
+    assert "Access-Control-Allow-Origin" not in accepted.headers

@@ -18,7 +18,8 @@ from core.repositories.runs import insert_run
 from core.scoring import Counters, score_counters
 from core.security import new_id
 from schema.structs import SEVERITIES, StreamBatch, StreamEvent
-from workers.consumer import DeadLetterFlood, ShardConsumer
+from workers import consumer as consumer_module
+from workers.consumer import DeadLetterFlood, ShardConsumer, _chunks_by_events
 from workers.persist import persist_entries
 
 STREAM = "sa:{s0}:events"
@@ -136,6 +137,32 @@ async def test_persist_refused_value_dead_letters_only_it(pool: asyncpg.Pool, cl
     assert "bad" in dead[0]["event"]
 
 
+async def test_persist_nul_text_dead_letters_only_it(pool: asyncpg.Pool, clean: None) -> None:
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+        bad = stream_event("bad", "request_sent", "error")
+        bad = msgspec.structs.replace(bad, message="a\x00b")
+        events = [stream_event("good-1", "request_sent", "info"), bad]
+        result = await persist_entries(conn, STREAM, [entry(run_id, events)])
+        stored = await conn.fetch("SELECT event_id FROM events")
+        dead = await conn.fetch("SELECT event FROM dead_events")
+    assert result.inserted == 1
+    assert result.dead_lettered == 1
+    assert [row["event_id"] for row in stored] == ["good-1"]
+    assert len(dead) == 1
+
+
+async def test_persist_keeps_stream_order(pool: asyncpg.Pool, clean: None) -> None:
+    event_ids = [f"e{number}" for number in reversed(range(300))]
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+        first = [stream_event(event_id, "request_sent", "info") for event_id in event_ids[:150]]
+        second = [stream_event(event_id, "request_sent", "info") for event_id in event_ids[150:]]
+        await persist_entries(conn, STREAM, [entry(run_id, first), entry(run_id, second)])
+        stored = await conn.fetch("SELECT event_id FROM events ORDER BY id")
+    assert [row["event_id"] for row in stored] == event_ids
+
+
 async def test_persist_deleted_run_is_discarded(pool: asyncpg.Pool, clean: None) -> None:
     async with pool.acquire() as conn:
         run_id = await make_run(conn)
@@ -250,3 +277,49 @@ async def test_consumer_isolates_undecodable_payload(
     assert row["processed_events"] == 1
     assert await redis.xlen(consumer.keys.dead) == 1
     assert await redis.xlen(consumer.keys.events) == 0
+
+
+def test_chunks_by_events_bounds_each_chunk() -> None:
+    entries = [
+        (b"1-0", {b"n": b"4"}),
+        (b"2-0", {b"n": b"5"}),
+        (b"3-0", {b"n": b"12"}),
+        (b"4-0", {}),
+        (b"5-0", {b"n": b"x"}),
+        (b"6-0", {b"n": b"3"}),
+    ]
+    chunks = list(_chunks_by_events(entries, 10))
+    assert [[entry_id for entry_id, _ in chunk] for chunk in chunks] == [
+        [b"1-0", b"2-0"],
+        [b"3-0", b"4-0", b"5-0"],
+        [b"6-0"],
+    ]
+
+
+async def test_consumer_persists_large_read_in_chunks(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    clean: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumer_module, "MAX_TRANSACTION_EVENTS", 5)
+    consumer = ShardConsumer(shard=0, settings=settings, pool=pool, redis=redis)
+    await consumer.ensure_group()
+    async with pool.acquire() as conn:
+        run_id = await make_run(conn)
+    for number in range(6):
+        events = [stream_event(f"e{number}-{index}", "request_sent", "info") for index in range(3)]
+        batch = msgspec.json.encode(entry(run_id, events)[1])
+        await redis.xadd(consumer.keys.events, {"n": "3", "batch": batch})
+    await redis.incrby(consumer.keys.backlog, 18)
+    consumer.wake_for_pending()
+    assert await consumer.step() == 0
+    assert await consumer.step() == 6
+    async with pool.acquire() as conn:
+        row = await stored_counters(conn, run_id)
+    assert row["processed_events"] == 18
+    assert row["info"] == 18
+    assert consumer.totals.entries == 6
+    assert await redis.xlen(consumer.keys.events) == 0
+    assert int(await redis.get(consumer.keys.backlog)) == 0

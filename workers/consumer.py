@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 
 import asyncpg
 import msgspec
@@ -56,6 +57,12 @@ TRANSIENT_ERRORS = (
 )
 
 
+# Events persisted in one transaction at most, unless one entry contains more. The
+# decoded events of one such chunk are all a consumer keeps in memory besides the
+# raw entries it read, and each chunk is acknowledged once it is committed.
+MAX_TRANSACTION_EVENTS = 10_000
+RawEntry = tuple[bytes, dict[bytes, bytes]]
+
 FLOOD_WINDOW_S = 60.0
 FLOOD_PAUSE_S = 60.0
 
@@ -70,6 +77,29 @@ class DeadLetterFlood(Exception):
 
 def consumer_name(shard: int) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-s{shard}"
+
+
+def _chunks_by_events(entries: list[RawEntry], max_events: int) -> Iterator[list[RawEntry]]:
+    """Split entries into runs of at most `max_events` events by their `n` field.
+
+    An entry that alone exceeds `max_events` forms a chunk of its own. An entry
+    whose `n` is missing or invalid counts as 0 here and is dead-lettered later.
+    """
+    chunk: list[RawEntry] = []
+    events = 0
+    for entry in entries:
+        fields = entry[1]
+        try:
+            count = int(fields.get(b"n", b"0")) if fields else 0
+        except ValueError:
+            count = 0
+        if chunk and count and events + count > max_events:
+            yield chunk
+            chunk, events = [], 0
+        chunk.append(entry)
+        events += count
+    if chunk:
+        yield chunk
 
 
 class ShardConsumer:
@@ -160,7 +190,7 @@ class ShardConsumer:
         except TimeoutError:
             pass
 
-    async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _read(self) -> list[RawEntry]:
         # Remember which list this read is for: `wake_for_pending` may set the flag
         # while a blocking read of new entries is in flight, and that request must
         # survive the empty result of this read.
@@ -180,8 +210,12 @@ class ShardConsumer:
     async def step(self) -> int:
         """Read and persist one batch of entries; return how many were read."""
         raw_entries = await self._read()
-        if not raw_entries:
-            return 0
+        for chunk in _chunks_by_events(raw_entries, MAX_TRANSACTION_EVENTS):
+            await self._persist_chunk(chunk)
+        return len(raw_entries)
+
+    async def _persist_chunk(self, raw_entries: list[RawEntry]) -> None:
+        """Decode, persist and acknowledge entries, in one transaction unless one fails."""
         decoded: list[tuple[str, StreamBatch]] = []
         counts: dict[str, int] = {}
         fields_by_id: dict[str, dict[bytes, bytes]] = {}
@@ -216,7 +250,6 @@ class ShardConsumer:
             len(decoded),
             (time.monotonic() - started) * 1000,
         )
-        return len(raw_entries)
 
     async def _persist(self, decoded: list[tuple[str, StreamBatch]]) -> set[str]:
         """Persist entries; return the ids of entries left pending after a data error.

@@ -9,6 +9,7 @@ change the score counters.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -58,15 +59,58 @@ async def _run_keys(conn: asyncpg.Connection, run_ids: set[str]) -> dict[str, in
     return {row["public_id"]: row["id"] for row in rows}
 
 
-def _event_columns(
-    entries: Sequence[tuple[str, StreamBatch]], run_keys: dict[str, int]
-) -> tuple[list[list[object]], list[str], int]:
-    """Flatten the events of existing runs into column arrays.
+# COPY has no ON CONFLICT, so rows are copied into this per-session table and moved
+# into `events` by one INSERT. ON COMMIT DELETE ROWS empties it at every commit, and
+# the INSERT deletes what it reads, so a rolled-back or repeated insert finds it empty.
+_CREATE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS staged_events (
+    public_id text, run_id bigint, event_id text, event_type text, severity text,
+    message text, payload text, occurred_at timestamptz, received_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+_STAGED_COLUMNS = (
+    "public_id",
+    "run_id",
+    "event_id",
+    "event_type",
+    "severity",
+    "message",
+    "payload",
+    "occurred_at",
+    "received_at",
+)
+# Counts the inserted rows per run, type and severity, which is all the score needs,
+# instead of returning every row. SQL promises no order here, but PostgreSQL's
+# sequential scan of the temporary table returns rows in the order COPY wrote them,
+# so event ids follow the stream, as `test_persist_keeps_stream_order` checks.
+_INSERT_STAGED = """
+WITH staged AS (DELETE FROM staged_events RETURNING *),
+inserted AS (
+    INSERT INTO events (public_id, run_id, event_id, event_type, severity, message, payload,
+                        occurred_at, received_at)
+    SELECT public_id, run_id, event_id, event_type, severity, message, payload::json,
+           occurred_at, received_at
+    FROM staged
+    ON CONFLICT (run_id, event_id) DO NOTHING
+    RETURNING run_id, event_type, severity
+)
+SELECT run_id, event_type, severity, count(*) AS inserted
+FROM inserted
+GROUP BY run_id, event_type, severity
+"""
 
-    Returns the columns, the entry id of each row, and how many events belonged to
+EventRow = tuple[str, int, str, str, str, str, str | None, dt.datetime | None, dt.datetime]
+
+
+def _event_rows(
+    entries: Sequence[tuple[str, StreamBatch]], run_keys: dict[str, int]
+) -> tuple[list[EventRow], list[str], int]:
+    """Turn the events of existing runs into rows of `staged_events`.
+
+    Returns the rows, the entry id of each row, and how many events belonged to
     runs that no longer exist.
     """
-    columns: list[list[object]] = [[] for _ in range(9)]
+    rows: list[EventRow] = []
     row_entries: list[str] = []
     seen: set[tuple[int, str]] = set()
     discarded = 0
@@ -75,69 +119,63 @@ def _event_columns(
         if run_key is None:
             discarded += len(batch.events)
             continue
+        received_at = batch.received_at
         for event in batch.events:
-            if (run_key, event.event_id) in seen:
+            key = (run_key, event.event_id)
+            if key in seen:
                 continue
-            seen.add((run_key, event.event_id))
+            seen.add(key)
             payload = bytes(event.payload)
-            values = (
-                event.public_id,
-                run_key,
-                event.event_id,
-                event.event_type,
-                event.severity,
-                event.message,
-                None if payload == _NULL else payload.decode(),
-                event.occurred_at,
-                batch.received_at,
+            rows.append(
+                (
+                    event.public_id,
+                    run_key,
+                    event.event_id,
+                    event.event_type,
+                    event.severity,
+                    event.message,
+                    None if payload == _NULL else payload.decode(),
+                    event.occurred_at,
+                    received_at,
+                )
             )
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
             row_entries.append(entry_id)
-    return columns, row_entries, discarded
+    return rows, row_entries, discarded
 
 
-async def _insert_events(
-    conn: asyncpg.Connection, columns: list[list[object]]
-) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        """
-        INSERT INTO events (public_id, run_id, event_id, event_type, severity, message, payload,
-                            occurred_at, received_at)
-        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                             $6::text[], $7::json[], $8::timestamptz[], $9::timestamptz[])
-        ON CONFLICT (run_id, event_id) DO NOTHING
-        RETURNING run_id, event_type, severity
-        """,
-        *columns,
-    )
+async def _insert_events(conn: asyncpg.Connection, rows: list[EventRow]) -> list[asyncpg.Record]:
+    """Insert rows except known `(run, event_id)` pairs, and count the inserted ones.
+
+    The counts come back as rows of `(run_id, event_type, severity, inserted)`.
+    """
+    await conn.execute(_CREATE_STAGING)
+    await conn.copy_records_to_table("staged_events", records=rows, columns=_STAGED_COLUMNS)
+    return await conn.fetch(_INSERT_STAGED)
 
 
 async def _insert_isolating(
-    conn: asyncpg.Connection, stream: str, columns: list[list[object]], row_entries: list[str]
+    conn: asyncpg.Connection, stream: str, rows: list[EventRow], row_entries: list[str]
 ) -> tuple[list[asyncpg.Record], dict[int, int]]:
     """Insert events; if PostgreSQL refuses a value, find and dead-letter the bad rows.
 
     Ingest rejects the values that PostgreSQL is known to refuse, so this path is a
     safety net: the rows go one by one, each in a savepoint, and a refused row goes to
-    `dead_events` with the reason. Returns the inserted rows and, per run, how many
+    `dead_events` with the reason. Returns the inserted counts and, per run, how many
     rows were dead-lettered.
     """
     try:
         async with conn.transaction():
-            return await _insert_events(conn, columns), {}
+            return await _insert_events(conn, rows), {}
     except asyncpg.DataError as exc:
         log.warning("batch insert into %s failed (%r); retrying its events one by one", stream, exc)
     inserted: list[asyncpg.Record] = []
     dead: dict[int, int] = defaultdict(int)
-    for index, entry_id in enumerate(row_entries):
-        row = [[column[index]] for column in columns]
+    for row, entry_id in zip(rows, row_entries, strict=True):
         try:
             async with conn.transaction():
-                inserted.extend(await _insert_events(conn, row))
+                inserted.extend(await _insert_events(conn, [row]))
         except asyncpg.DataError as exc:
-            run_key = int(columns[1][index])  # type: ignore[call-overload]
-            event = msgspec.json.encode([column[index] for column in columns]).decode()
+            run_key = row[1]
             await conn.execute(
                 """
                 INSERT INTO dead_events (run_id, stream, entry_id, event, reason)
@@ -146,11 +184,11 @@ async def _insert_isolating(
                 run_key,
                 stream,
                 entry_id,
-                event,
+                msgspec.json.encode(row).decode(),
                 repr(exc),
             )
             dead[run_key] += 1
-            log.error("dead-lettered event %s of entry %s: %r", columns[0][index], entry_id, exc)
+            log.error("dead-lettered event %s of entry %s: %r", row[0], entry_id, exc)
     return inserted, dead
 
 
@@ -211,15 +249,15 @@ async def persist_entries(
             return result
         batches = [batch for _, batch in fresh]
         run_keys = await _run_keys(conn, {batch.run_id for batch in batches})
-        columns, row_entries, result.discarded = _event_columns(fresh, run_keys)
+        rows, row_entries, result.discarded = _event_rows(fresh, run_keys)
         inserted, dead = [], {}
-        if columns[0]:
-            inserted, dead = await _insert_isolating(conn, stream, columns, row_entries)
-        result.inserted = len(inserted)
+        if rows:
+            inserted, dead = await _insert_isolating(conn, stream, rows, row_entries)
         result.dead_lettered = sum(dead.values())
         deltas: dict[int, Counters] = defaultdict(Counters)
         for row in inserted:
-            deltas[row["run_id"]].add(row["event_type"], row["severity"])
+            deltas[row["run_id"]].add(row["event_type"], row["severity"], row["inserted"])
+            result.inserted += row["inserted"]
         processed: dict[int, int] = defaultdict(int)
         for batch in batches:
             if (run_key := run_keys.get(batch.run_id)) is not None:

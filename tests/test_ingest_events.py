@@ -1,0 +1,144 @@
+"""`parse_events` against its fully checked path, body by body.
+
+The fast path must give every body the same result as decoding each event with
+`EventIn`: the same count, events and rejections, or the same error message.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from core.errors import ValidationFailed
+from ingest.events import _decode_common, _parse_checked, parse_events
+from schema.structs import MAX_PAYLOAD_BYTES
+
+Outcome = tuple[int, list[tuple[object, ...]], list[tuple[int, str, str]]] | str
+
+
+def _event(**fields: object) -> dict[str, object]:
+    return {"event_type": "request_sent", **fields}
+
+
+def _batch(*events: object) -> bytes:
+    return msgspec.json.encode({"events": list(events)})
+
+
+def _events_text(*events: bytes) -> bytes:
+    return b'{"events":[' + b",".join(events) + b"]}"
+
+
+def _outcome(parse, body: bytes) -> Outcome:  # type: ignore[no-untyped-def]
+    """Run a parser and drop the random public ids, keeping whether an event got one."""
+    try:
+        accepted, events, rejected = parse(body)
+    except ValidationFailed as exc:
+        return exc.message
+    rows = [
+        (
+            "<public id>" if event.event_id == event.public_id else event.event_id,
+            event.event_type,
+            event.severity,
+            event.message,
+            bytes(event.payload),
+            event.occurred_at,
+        )
+        for event in events
+    ]
+    return accepted, rows, [(r.index, r.error, r.message) for r in rejected]
+
+
+COMMON_BODIES = {
+    "plain batch": _batch(
+        _event(
+            event_id="e-1",
+            severity="warning",
+            message="POST /orders order-00001",
+            payload={"marker": "order-00001", "attempt": 1},
+            occurred_at="2025-06-01T12:00:00Z",
+        ),
+        _event(event_id="e-2", payload=None),
+        _event(),
+    ),
+    "repeated event id": _batch(_event(event_id="same"), _event(event_id="same")),
+    "non-ASCII text": _batch(_event(message="café ✓", payload={"note": "naïve"})),
+    "escaped quote": _batch(_event(message='say "hi"\n')),
+    "large number in a message only": _batch(_event(message="node e1234 of 1e5000")),
+    "exponent of 300": _events_text(b'{"event_type":"ab","payload":[1e300, -2.5E-300]}'),
+    "unknown event field": _batch(_event(agent_version="1.2")),
+    "time with an offset": _batch(_event(occurred_at="2025-06-01T12:00:00+05:30")),
+    "1000 digits": _events_text(b'{"event_type":"ab","payload":' + b"7" * 1000 + b"}"),
+    "payload of exactly 1 MiB": _batch(_event(payload="a" * (MAX_PAYLOAD_BYTES - 2))),
+}
+
+OTHER_BODIES = {
+    "WARN severity": _batch(_event(severity="WARN")),
+    "capitalised severity": _batch(_event(severity="Error")),
+    "empty severity": _batch(_event(severity="")),
+    "unknown severity": _batch(_event(severity="fatal"), _event()),
+    "time without a zone": _batch(_event(occurred_at="2025-06-01T12:00:00")),
+    "time before 1970": _batch(_event(occurred_at="1969-12-31T23:59:59Z")),
+    "time after 9000": _batch(_event(occurred_at="9000-01-01T00:00:00Z")),
+    "time near year 1": _batch(_event(occurred_at="0001-01-01T00:30:00+01:00")),
+    "time near year 9999": _batch(_event(occurred_at="9999-12-31T23:30:00-01:00")),
+    "NUL in message": _batch(_event(message="a\x00b")),
+    "NUL in event type": _batch(_event(event_type="ab\x00")),
+    "NUL in event id": _batch(_event(event_id="\x00")),
+    "NUL in payload": _batch(_event(payload={"k": "a\x00"})),
+    "NUL in payload key": _batch(_event(payload={"a\x00": 1})),
+    "escaped backslash u": _batch(_event(message="C:\\users")),
+    "surrogate pair": _events_text(b'{"event_type":"ab","message":"\\ud83d\\ude00"}'),
+    "lone surrogate in payload": _events_text(b'{"event_type":"ab","payload":"\\ud800"}'),
+    "lone surrogate in message": _events_text(b'{"event_type":"ab","message":"\\udc00"}'),
+    "invalid UTF-8 in payload": _events_text(
+        b'{"event_type":"ab"}', b'{"event_type":"ab","payload":{"note":"caf\xe9"}}'
+    ),
+    "invalid UTF-8 in message": _events_text(b'{"event_type":"ab","message":"caf\xe9"}'),
+    "exponent of 1000": _events_text(b'{"event_type":"ab","payload":[1E1000, 1e-1000]}'),
+    "exponent beyond 1000": _events_text(b'{"event_type":"ab","payload":[1e1001]}'),
+    "negative exponent beyond 1000": _events_text(b'{"event_type":"ab","payload":1E-01001}'),
+    "1001 digits": _events_text(b'{"event_type":"ab","payload":' + b"7" * 1001 + b"}"),
+    "payload over 1 MiB": _batch(_event(payload="a" * MAX_PAYLOAD_BYTES)),
+    "short event type": _batch(_event(event_type="a"), _event()),
+    "missing event type": _batch({"message": "m"}),
+    "long message": _batch(_event(message="m" * 1001)),
+    "empty event id": _batch(_event(event_id="")),
+    "long event id": _batch(_event(event_id="i" * 101)),
+    "event not an object": _events_text(b'{"event_type":"ab"}', b"[1]"),
+    "deep payload": _events_text(b'{"event_type":"ab","payload":' + b"[" * 5000 + b"]" * 5000),
+    "extra top-level field": msgspec.json.encode({"events": [_event()], "run": "x"}),
+    "events not an array": b'{"events":{"event_type":"ab"}}',
+    "no events": _batch(),
+    "1001 events": _batch(*[_event()] * 1001),
+    "single event": msgspec.json.encode(_event(severity="WARN", payload=[1])),
+    "single invalid event": msgspec.json.encode(_event(severity="fatal")),
+    "bare array": b"[]",
+    "empty body": b"",
+    "invalid JSON": b'{"events":[',
+}
+
+
+@pytest.mark.parametrize("body", COMMON_BODIES.values(), ids=COMMON_BODIES.keys())
+def test_common_body_takes_fast_path(body: bytes) -> None:
+    assert _decode_common(body) is not None
+
+
+@pytest.mark.parametrize("body", OTHER_BODIES.values(), ids=OTHER_BODIES.keys())
+def test_other_body_takes_checked_path(body: bytes) -> None:
+    assert _decode_common(body) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [*COMMON_BODIES.values(), *OTHER_BODIES.values()],
+    ids=[*COMMON_BODIES.keys(), *OTHER_BODIES.keys()],
+)
+def test_parse_events_matches_checked_path(body: bytes) -> None:
+    assert _outcome(parse_events, body) == _outcome(_parse_checked, body)
+
+
+def test_parse_events_gives_distinct_public_ids() -> None:
+    _, events, _ = parse_events(_batch(*[_event()] * 1000))
+    public_ids = {event.public_id for event in events}
+    assert len(public_ids) == 1000
+    assert all(len(public_id) == 36 and public_id.startswith("evt_") for public_id in public_ids)

@@ -1,0 +1,93 @@
+"""The append script sent through `PipelinedScript`, against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from core import streams
+from core.streams import AppendOutcome, StreamKeys
+from tests.agent_support import free_port
+
+SHARDS = 4
+
+
+async def _append(
+    redis: aioredis.Redis, pipeline: streams.PipelinedScript, run_id: str, count: int = 1
+) -> tuple[AppendOutcome, str]:
+    return await streams.append_batch(
+        redis,
+        StreamKeys.for_run(run_id, SHARDS),
+        run_id=run_id,
+        project_key=7,
+        event_count=count,
+        backlog_limit=1000,
+        entry=b'["%s"]' % run_id.encode(),
+        pipeline=pipeline,
+    )
+
+
+async def _open(redis: aioredis.Redis, run_id: str, *, final: bool = False) -> None:
+    keys = StreamKeys.for_run(run_id, SHARDS)
+    await streams.set_run_state(redis, keys, run_id=run_id, project_key=7, final=final)
+
+
+async def test_pipelined_appends_get_own_outcomes(redis: aioredis.Redis, clean: None) -> None:
+    await _open(redis, "run_open")
+    await _open(redis, "run_final", final=True)
+    pipeline = streams.append_pipeline(redis)
+    outcomes = await asyncio.gather(
+        *(_append(redis, pipeline, "run_open", count=2) for _ in range(50)),
+        _append(redis, pipeline, "run_final"),
+        _append(redis, pipeline, "run_unknown"),
+    )
+    keys = StreamKeys.for_run("run_open", SHARDS)
+    assert [outcome for outcome, _ in outcomes[:50]] == [AppendOutcome.APPENDED] * 50
+    assert len({entry_id for _, entry_id in outcomes[:50]}) == 50
+    assert outcomes[50][0] is AppendOutcome.FINAL_RUN
+    assert outcomes[51][0] is AppendOutcome.UNKNOWN_RUN
+    assert await redis.xlen(keys.events) == 50
+    assert await streams.accepted_count(redis, keys, "run_open") == 100
+
+
+async def test_pipelined_appends_reload_flushed_script(redis: aioredis.Redis, clean: None) -> None:
+    await _open(redis, "run_open")
+    pipeline = streams.append_pipeline(redis)
+    await _append(redis, pipeline, "run_open")
+    await redis.script_flush()
+    outcomes = await asyncio.gather(*(_append(redis, pipeline, "run_open") for _ in range(5)))
+    assert [outcome for outcome, _ in outcomes] == [AppendOutcome.APPENDED] * 5
+    assert await redis.xlen(StreamKeys.for_run("run_open", SHARDS).events) == 6
+
+
+async def test_pipelined_appends_fail_when_redis_down() -> None:
+    # A port that was free a moment ago almost surely has no listener.
+    down = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    pipeline = streams.append_pipeline(down)
+    try:
+        results = await asyncio.gather(
+            *(_append(down, pipeline, "run_open") for _ in range(3)), return_exceptions=True
+        )
+    finally:
+        await down.aclose()
+    assert len(results) == 3
+    for result in results:
+        assert isinstance(result, redis.exceptions.ConnectionError)
+
+
+@pytest.mark.parametrize("cancelled_index", [0, 2])
+async def test_pipelined_append_cancelled_caller(
+    redis: aioredis.Redis, clean: None, cancelled_index: int
+) -> None:
+    await _open(redis, "run_open")
+    pipeline = streams.append_pipeline(redis)
+    tasks = [asyncio.create_task(_append(redis, pipeline, "run_open")) for _ in range(3)]
+    await asyncio.sleep(0)
+    tasks[cancelled_index].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[cancelled_index], asyncio.CancelledError)
+    others = [result for index, result in enumerate(results) if index != cancelled_index]
+    assert [outcome for outcome, _ in others] == [AppendOutcome.APPENDED] * 2

@@ -11,7 +11,7 @@ and the runs' `processed_events` reach the total.
 The ceiling inserts the same rows with `INSERT … SELECT FROM unnest(…) ON CONFLICT
 DO NOTHING RETURNING`, the statement workers used before they switched to COPY
 into a staging table. It runs on one asyncpg connection, in
-statements of as many rows as one worker read holds at most
+statements of at most as many rows as one worker read takes
 (`CLOUD_STREAM_BATCH_SIZE` entries), without Redis and without score updates.
 """
 

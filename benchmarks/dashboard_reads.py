@@ -4,11 +4,13 @@
 
 Starts embedded PostgreSQL and Redis under a temporary directory and serves the api
 in this process on a free loopback port. One user owns `--projects` projects of
-`--runs` runs each, plus one project of 10 runs; the runs go straight into the
-tables (with score rows, some flagged), then the tables are vacuumed and analysed.
+`--runs` runs each, plus one project of 10 runs. The runs go straight into the
+tables, with score rows of which some are flagged, and the tables are then
+vacuumed and analysed.
+
 Each read the dashboard makes is timed `--requests` times, one request at a time,
 on the oldest large project (the one whose runs lie furthest from the newest ids)
-and on the small project; the ratio shows whether a read depends on project size.
+and on the small project. Their ratio shows whether a read depends on project size.
 """
 
 from __future__ import annotations

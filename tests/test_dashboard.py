@@ -14,6 +14,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NoReturn
 
 import asyncpg
 import httpx
@@ -40,17 +41,21 @@ AXE_PACKAGE = Path(__file__).parent / "axe"
 AXE_RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
+def _missing_tool(message: str) -> NoReturn:
+    """Skip the test, or fail it when CLOUD_REQUIRE_BROWSER=1 (as in CI)."""
+    if os.environ.get("CLOUD_REQUIRE_BROWSER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def _chromium() -> str:
     found = os.environ.get("CLOUD_TEST_CHROMIUM") or shutil.which("chromium")
     if found:
         return found
-    message = (
+    _missing_tool(
         "Chromium is not installed: the dashboard tests need the system browser "
         "(Debian: apt-get install chromium; or set CLOUD_TEST_CHROMIUM to its path)"
     )
-    if os.environ.get("CLOUD_REQUIRE_BROWSER") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +74,7 @@ async def axe_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Install the pinned axe-core from tests/axe/package-lock.json; return its script."""
     npm = shutil.which("npm")
     if npm is None:
-        message = "the accessibility check needs npm to install axe-core, and npm is not on PATH"
-        if os.environ.get("CLOUD_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        _missing_tool("the accessibility check needs npm to install axe-core; npm is not on PATH")
     workdir = tmp_path_factory.mktemp("axe")
     for name in ("package.json", "package-lock.json"):
         shutil.copy(AXE_PACKAGE / name, workdir / name)
@@ -151,6 +153,7 @@ async def _send_run(http: httpx.AsyncClient, key: str) -> str:
     )  # fmt: skip
     assert created.status_code == 201, created.text
     run_id = created.json()["data"]["id"]
+
     events = [
         {"event_id": f"sent-{n}", "event_type": "request_sent", "message": f"POST /orders #{n}"}
         for n in range(60)
@@ -166,7 +169,9 @@ async def _send_run(http: httpx.AsyncClient, key: str) -> str:
          "message": "order 12 acknowledged but missing on read-back"},
     ]  # fmt: skip
     sent = await http.post(f"/api/runs/{run_id}/events", json={"events": events}, headers=agent)
-    assert sent.status_code == 202 and sent.json()["data"]["accepted"] == len(events), sent.text
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["data"]["accepted"] == len(events), sent.text
+
     report = await http.post(
         f"/api/runs/{run_id}/report",
         json={

@@ -160,7 +160,8 @@ async def test_dashboard_files_strict_policy(
     assert page.status_code == 200
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     policy = page.headers["content-security-policy"]
-    assert "default-src 'self'" in policy and "script-src 'self'" in policy
+    assert "default-src 'self'" in policy
+    assert "script-src 'self'" in policy
     assert '<script type="module" src="/dashboard/app.js">' in page.text
 
     script = await client.get("/dashboard/app.js")

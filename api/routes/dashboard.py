@@ -46,7 +46,8 @@ class _Asset:
         self.media_type = _MEDIA_TYPES[path.suffix]
 
     def matches(self, if_none_match: str) -> bool:
-        """Compare `If-None-Match` weakly, as RFC 9110 asks: a list, `W/` tags or `*`."""
+        """Return whether `If-None-Match` names this file, comparing weakly as HTTP does
+        for this header: a list of tags, `W/` tags or `*`."""
         tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
         return "*" in tags or self.etag in tags
 

@@ -23,7 +23,7 @@ FROM events e JOIN runs r ON r.id = e.run_id
 
 
 class EventFilter(msgspec.Struct, frozen=True):
-    """Which of a run's events to list; None keeps every value."""
+    """The event type and severity a run's event listing keeps; None keeps every value."""
 
     event_type: str | None = None
     severity: str | None = None

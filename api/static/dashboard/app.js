@@ -58,6 +58,7 @@ async function route() {
   for (const stop of leaving) stop();
   leaving = [];
   const current = ++generation;
+
   const { path, query } = parseHash();
   const match = ROUTES.map((candidate) => [candidate, candidate.pattern.exec(path)]).find(
     ([, found]) => found,
@@ -80,6 +81,7 @@ async function route() {
     window.location.replace("#/projects");
     return;
   }
+
   main.setAttribute("aria-busy", "true");
   // Pages draw into a detached element, swapped in whole, so a slow page never
   // overwrites the page the user moved on to.
@@ -96,6 +98,7 @@ async function route() {
     );
   }
   if (current !== generation) return;
+
   main.replaceChildren(...target.childNodes);
   main.removeAttribute("aria-busy");
   window.scrollTo(0, 0);

@@ -132,6 +132,17 @@ export function emptyListing(meta, hrefFor, nothingText, noun) {
   return h("p", { class: "empty" }, nothingText);
 }
 
+// A hash address of `path` with the query parameters `values`, leaving out empty
+// values and an offset of 0.
+export function hashAddress(path, values) {
+  const params = new URLSearchParams(values);
+  for (const [name, value] of [...params]) {
+    if (!value || value === "0") params.delete(name);
+  }
+  const text = params.toString();
+  return `#${path}${text ? `?${text}` : ""}`;
+}
+
 // A form's values by input name, strings trimmed.
 export function formValues(form) {
   const values = {};

@@ -13,6 +13,7 @@ import {
   formatNumber,
   gradeBadge,
   h,
+  hashAddress,
   offsetParam,
   pager,
   plainText,
@@ -99,12 +100,7 @@ function select(id, name, label, options, current) {
 }
 
 function runsSection(projectId, filters, runs, meta) {
-  const href = (changes) => {
-    const params = new URLSearchParams({ ...filters, ...changes });
-    for (const [name, value] of [...params]) if (!value || value === "0") params.delete(name);
-    const text = params.toString();
-    return `#/projects/${projectId}${text ? `?${text}` : ""}`;
-  };
+  const href = (changes) => hashAddress(`/projects/${projectId}`, { ...filters, ...changes });
   const form = h(
     "form",
     { class: "filters", "aria-label": "Filter runs" },

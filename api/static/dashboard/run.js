@@ -11,6 +11,7 @@ import {
   formatNumber,
   gradeBadge,
   h,
+  hashAddress,
   offsetParam,
   pager,
   plainText,
@@ -27,10 +28,7 @@ const REFRESH_MS = 2000;
 const MAX_REFRESH_MS = 30000;
 
 function timelineHref(runId, filters, changes = {}) {
-  const params = new URLSearchParams({ ...filters, ...changes });
-  for (const [name, value] of [...params]) if (!value || value === "0") params.delete(name);
-  const text = params.toString();
-  return `#/runs/${runId}${text ? `?${text}` : ""}`;
+  return hashAddress(`/runs/${runId}`, { ...filters, ...changes });
 }
 
 function settledText(score) {

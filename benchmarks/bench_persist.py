@@ -1,12 +1,12 @@
 """2. Persist alone: 1, 2 and 4 worker processes draining a pre-filled stream.
 
-The streams are filled with the code ingest runs for a request, without HTTP.
-`ingest.events.parse_events` turns a body into stream events and `StreamBatch` is
-encoded the same way. `core.streams.append_batch` runs the same Lua script, which
-also counts the backlog and the run's accepted events. The workers are
-started first and paused (SIGSTOP) while the streams fill, so the clock starts at
-SIGCONT and process start-up is not timed. The clock stops when the backlog is 0
-and the runs' `processed_events` reach the total.
+The streams are filled with the code ingest runs for a request, without HTTP:
+`ingest.events.parse_events` turns a body into the same stream entry, and
+`core.streams.append_batch` runs the same Lua script, which also counts the backlog
+and the run's accepted events. The workers are started first and paused (SIGSTOP)
+while the streams fill, so the clock starts at SIGCONT and process start-up is not
+timed. The clock stops when the backlog is 0 and the runs' `processed_events` reach
+the total.
 
 The ceiling inserts the same rows with `INSERT … SELECT FROM unnest(…) ON CONFLICT
 DO NOTHING RETURNING`, the statement workers used before they switched to COPY
@@ -22,7 +22,6 @@ import dataclasses
 import time
 
 import asyncpg
-import msgspec
 import redis.asyncio as aioredis
 
 from benchmarks import fixtures
@@ -32,7 +31,7 @@ from benchmarks.session import Session, progress
 from benchmarks.stats import Figure, Stat, ratios
 from core import streams
 from ingest.events import now_utc, parse_events
-from schema.structs import StreamBatch
+from schema.structs import StreamEntry, decode_entry, entry_events
 
 __all__ = ["NOTES", "SECTION", "run"]
 
@@ -46,7 +45,6 @@ NOTES = (
 )
 STREAM_BATCH_SIZE = 200  # the default CLOUD_STREAM_BATCH_SIZE: entries per worker read
 MAX_PAUSE_S = 4.0  # workers' Redis reads time out after stream_block_ms + 5 s
-_encode_entry = msgspec.json.Encoder().encode
 
 _INSERT = """
 INSERT INTO events (public_id, run_id, event_id, event_type, severity, message, payload,
@@ -62,8 +60,9 @@ RETURNING run_id, event_type, severity
 class Entry:
     run_id: str
     count: int
-    batch: StreamBatch
+    field: str
     encoded: bytes
+    batch: StreamEntry  # decoded as a worker decodes it
 
 
 def build_entries(
@@ -74,9 +73,10 @@ def build_entries(
     entries = []
     for number in range(total_events // entry_events):
         run = runs[number % len(runs)]
-        _, events, _ = parse_events(bodies[number % len(runs)].next_body())
-        batch = StreamBatch(run_id=run.public_id, received_at=now_utc(), events=events)
-        entries.append(Entry(run.public_id, len(events), batch, _encode_entry(batch)))
+        body = bodies[number % len(runs)].next_body()
+        parsed = parse_events(body, run_id=run.public_id, received_at=now_utc())
+        batch = decode_entry({parsed.field.encode(): parsed.entry})
+        entries.append(Entry(run.public_id, parsed.count, parsed.field, parsed.entry, batch))
     return entries
 
 
@@ -96,6 +96,7 @@ async def append_entries(
                 project_key=project_key,
                 event_count=entry.count,
                 backlog_limit=10**12,
+                field=entry.field,
                 entry=entry.encoded,
             )
             if outcome is not streams.AppendOutcome.APPENDED:
@@ -108,12 +109,12 @@ def event_columns(entries: list[Entry], keys: dict[str, int]) -> list[list[objec
     """Build the nine column arrays of the workers' insert from these entries' events."""
     columns: list[list[object]] = [[] for _ in range(9)]
     for entry in entries:
-        for event in entry.batch.events:
+        for public_id, event_id, event in entry_events(entry.batch):
             payload = bytes(event.payload)
             row = (
-                event.public_id,
+                public_id,
                 keys[entry.run_id],
-                event.event_id,
+                event_id,
                 event.event_type,
                 event.severity,
                 event.message,

@@ -2,7 +2,9 @@
 
 Agent keys are resolved through a per-process cache, so the hot ingest path does not
 query PostgreSQL on every request. An entry lives `ttl_s` seconds, which bounds how
-long a deleted or rotated key keeps working on a process that had cached it.
+long a deleted or rotated key keeps working on a process that had cached it. The
+cache is keyed by the key itself, which the process holds for every request anyway,
+so a cached key costs no HMAC; only the HMAC is ever stored or sent to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -88,13 +90,13 @@ class AgentKeyCache:
             raise Unauthorized(
                 "Invalid agent key; send the key returned when the agent was created"
             )
-        key_hash = hash_agent_key(key, secret=self._secret)
         now = time.monotonic()
-        cached = self._entries.get(key_hash)
+        cached = self._entries.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        if self._invalid.get(key_hash, 0.0) > now:
+        if self._invalid.get(key, 0.0) > now:
             raise Unauthorized("Invalid agent key; it may have been rotated or its agent deleted")
+        key_hash = hash_agent_key(key, secret=self._secret)
         try:
             async with pool.acquire() as conn:
                 row = await agents_repo.get_identity_by_key_hash(conn, key_hash)
@@ -106,12 +108,12 @@ class AgentKeyCache:
                 return cached[1]
             raise
         if row is None:
-            self._entries.pop(key_hash, None)
+            self._entries.pop(key, None)
             # Remembered for a TTL too, so a client retrying a wrong key in a loop does
             # not cost a query each time.
             if len(self._invalid) >= _MAX_CACHED_KEYS:
                 self._invalid.clear()
-            self._invalid[key_hash] = now + self._ttl_s
+            self._invalid[key] = now + self._ttl_s
             raise Unauthorized("Invalid agent key; it may have been rotated or its agent deleted")
         identity = AgentIdentity(
             agent_key=row["agent_key"],
@@ -121,7 +123,7 @@ class AgentKeyCache:
         )
         if len(self._entries) >= _MAX_CACHED_KEYS:
             self._entries.clear()
-        self._entries[key_hash] = (now + self._ttl_s, identity)
+        self._entries[key] = (now + self._ttl_s, identity)
         return identity
 
 

@@ -31,6 +31,62 @@ T = TypeVar("T")
 # so this bounds how long. Uploads of the largest body (5 MiB) take far less on any link
 # that can run an agent.
 BODY_READ_TIMEOUT_S = 30.0
+DEADLINE_CHECK_S = 1.0
+
+
+class _ReadDeadlines:
+    """Deadlines of the body reads in progress on one event loop, enforced by one timer.
+
+    `asyncio.timeout` schedules and cancels a timer handle for every request: about
+    12 µs a request under uvloop, measured on a 2-core machine. Here a read only
+    records its deadline, and a timer that runs every `DEADLINE_CHECK_S` while reads
+    are in progress cancels the reads past theirs. A read so ends at most
+    `DEADLINE_CHECK_S` after its deadline.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._reads: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, task: asyncio.Task[Any], timeout_s: float) -> None:
+        self._reads[task] = self.loop.time() + timeout_s
+        if self._timer is None:
+            self._timer = self.loop.call_later(DEADLINE_CHECK_S, self._cancel_expired)
+
+    def finish(self, task: asyncio.Task[Any]) -> bool:
+        """Forget the read of `task`; return whether it was cancelled for its deadline."""
+        self._reads.pop(task, None)
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def _cancel_expired(self) -> None:
+        now = self.loop.time()
+        for task, deadline in list(self._reads.items()):
+            if deadline <= now:
+                del self._reads[task]
+                self._expired.add(task)
+                task.cancel()
+        self._timer = None
+        if self._reads:
+            self._timer = self.loop.call_later(DEADLINE_CHECK_S, self._cancel_expired)
+
+
+_deadlines: _ReadDeadlines | None = None
+
+
+def _read_deadlines() -> _ReadDeadlines:
+    """Return the deadlines of the running loop (a server runs one loop, tests several)."""
+    global _deadlines
+    deadlines = _deadlines
+    loop = asyncio.get_running_loop()
+    if deadlines is None or deadlines.loop is not loop:
+        deadlines = _deadlines = _ReadDeadlines(loop)
+    return deadlines
+
 
 _encoder = msgspec.json.Encoder()
 _CHARSET = re.compile(r"charset\s*=\s*([^;\s]+)", re.IGNORECASE)
@@ -89,14 +145,23 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large
+    task = asyncio.current_task()
+    assert task is not None
+    deadlines = _read_deadlines()
+    cancelling = task.cancelling()
+    deadlines.start(task, BODY_READ_TIMEOUT_S)
     try:
-        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-            return await _read_limited(request, encoding=encoding, max_bytes=max_bytes)
-    except TimeoutError:
-        raise RequestTimeout(
-            f"Request body did not arrive within {BODY_READ_TIMEOUT_S:.0f} s; "
-            "check Content-Length and resend"
-        ) from None
+        return await _read_limited(request, encoding=encoding, max_bytes=max_bytes)
+    except asyncio.CancelledError:
+        # A cancellation from elsewhere stays a cancellation, as with asyncio.timeout.
+        if deadlines.finish(task) and task.uncancel() <= cancelling:
+            raise RequestTimeout(
+                f"Request body did not arrive within {BODY_READ_TIMEOUT_S:g} s; "
+                "check Content-Length and resend"
+            ) from None
+        raise
+    finally:
+        deadlines.finish(task)
 
 
 async def _read_limited(request: Request, *, encoding: str, max_bytes: int) -> bytes:

@@ -4,8 +4,9 @@ Runs are spread over `stream_shards` shards by a hash of the run id. Every key o
 shard carries the shard's hash tag, so a shard can live on one Redis Cluster node and
 its scripts touch one slot:
 
-    sa:{s3}:events    stream of accepted batches (fields `n`: event count, `batch`:
-                      a JSON `StreamBatch`), read by the `persist` group
+    sa:{s3}:events    stream of accepted batches, read by the `persist` group; fields
+                      `n`: event count, and either `batch`: a JSON `StreamBatch`, or
+                      `body`: a JSON `SentBatch` (the agent's body as it was sent)
     sa:{s3}:runs      hash run id -> "<project key>:open" or "<project key>:final"
     sa:{s3}:accepted  hash run id -> events accepted for the run since it was created
     sa:{s3}:backlog   events appended and not yet acknowledged by a worker
@@ -97,7 +98,7 @@ if string.sub(state, sep + 1) ~= 'open' then return {'final'} end
 local count = tonumber(ARGV[3])
 local backlog = tonumber(redis.call('GET', KEYS[4]) or '0')
 if backlog + count > tonumber(ARGV[4]) then return {'backlog_full', tostring(backlog)} end
-local id = redis.call('XADD', KEYS[1], '*', 'n', ARGV[3], 'batch', ARGV[5])
+local id = redis.call('XADD', KEYS[1], '*', 'n', ARGV[3], ARGV[6], ARGV[5])
 redis.call('INCRBY', KEYS[4], count)
 redis.call('HINCRBY', KEYS[3], ARGV[1], count)
 return {'ok', id}
@@ -222,16 +223,18 @@ async def append_batch(
     event_count: int,
     backlog_limit: int,
     entry: bytes,
+    field: str = "batch",
     pipeline: PipelinedScript | None = None,
 ) -> tuple[AppendOutcome, str]:
-    """Append one encoded batch if the run is open and the backlog has room.
+    """Append one encoded batch, as stream field `field`, if the run is open and the
+    backlog has room.
 
     Returns the outcome and, when appended, the entry id; when the backlog is full,
     the backlog's current size. With `pipeline` from `append_pipeline`, the script
     call shares a round trip with the appends of other requests.
     """
     script_keys = (keys.events, keys.runs, keys.accepted, keys.backlog)
-    script_args = (run_id, project_key, event_count, backlog_limit, entry)
+    script_args = (run_id, project_key, event_count, backlog_limit, entry, field)
     if pipeline is None:
         result = await _append_script(redis, script_keys, script_args)
     else:

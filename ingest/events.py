@@ -1,4 +1,4 @@
-"""Turn an append-events body into stream events and per-index rejections.
+"""Turn an append-events body into a stream entry and per-index rejections.
 
 A body is one event object or `{"events": [...]}` with 1 to 1,000 events. Events of a
 batch are validated one by one, so one bad event rejects only itself.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import msgspec
 
@@ -17,13 +18,15 @@ from core.http import MAX_NESTING_HINT, decode_error_message, decode_json, valid
 from schema.responses import Rejection
 from schema.structs import (
     MAX_BATCH_EVENTS,
+    CommonBatch,
     CommonEventIn,
     EventIn,
+    StreamBatch,
     StreamEvent,
     common_events_valid,
 )
 
-__all__ = ["Rejection", "parse_events"]
+__all__ = ["Parsed", "Rejection", "parse_events"]
 
 _SHAPES = 'send one event object, or {"events": [event, ...]} with 1 to 1000 events'
 _top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -33,11 +36,18 @@ _valid_events = msgspec.json.Decoder(list[EventIn])
 _NULL = msgspec.Raw(b"null")
 
 
-class _CommonBatch(msgspec.Struct, forbid_unknown_fields=True):
-    events: list[CommonEventIn]
+_common_batch = msgspec.json.Decoder(CommonBatch)
+_entry_encoder = msgspec.json.Encoder()
 
 
-_common_batch = msgspec.json.Decoder(_CommonBatch)
+class Parsed(NamedTuple):
+    """The result of `parse_events` for one body."""
+
+    accepted: int  # repeats of an `event_id` within the body included
+    rejected: list[Rejection]
+    field: str  # the stream entry's field: "batch" (a StreamBatch) or "body" (a SentBatch)
+    count: int  # events in the entry: each `event_id` travels once
+    entry: bytes  # empty when no event was accepted
 
 
 def _new_event_ids(count: int) -> list[str]:
@@ -70,21 +80,38 @@ def _decode_event(raw: msgspec.Raw, index: int) -> EventIn | Rejection:
     return Rejection(index, "validation_failed", message)
 
 
-def parse_events(body: bytes) -> tuple[int, list[StreamEvent], list[Rejection]]:
-    """Validate a body into `(accepted count, distinct events, rejections)`.
+def parse_events(body: bytes, *, run_id: str, received_at: dt.datetime) -> Parsed:
+    """Validate a body and encode the stream entry of its accepted events.
 
     Raises `ValidationFailed` for a bad shape or a bad single event. An event whose
     `event_id` repeats an earlier one of the same batch counts as accepted (the
     unique index would drop it anyway) but travels only once.
     """
     common = _decode_common(body)
+    if common is not None and _distinct_event_ids(common):
+        # Encoded as the array a `SentBatch` decodes from, with the body copied in.
+        sent = (run_id, received_at, os.urandom(12).hex(), msgspec.Raw(body))
+        return Parsed(len(common), [], "body", len(common), _entry_encoder.encode(sent))
     if common is not None:
-        return len(common), _stream_events(common), []
-    return _parse_checked(body)
+        accepted, events, rejected = len(common), _stream_events(common), []
+    else:
+        accepted, events, rejected = _parse_checked(body)
+    if not events:
+        return Parsed(accepted, rejected, "batch", 0, b"")
+    entry = _entry_encoder.encode(StreamBatch(run_id, received_at, events))
+    return Parsed(accepted, rejected, "batch", len(events), entry)
+
+
+def _distinct_event_ids(events: list[CommonEventIn]) -> bool:
+    event_ids = [event.event_id for event in events if event.event_id is not None]
+    return len(set(event_ids)) == len(event_ids)
 
 
 def _parse_checked(body: bytes) -> tuple[int, list[StreamEvent], list[Rejection]]:
-    """Parse like `parse_events`, decoding every event with `EventIn`'s own checks."""
+    """Validate a body into `(accepted count, distinct events, rejections)`.
+
+    Every event is decoded with `EventIn`'s own checks, so every problem is named.
+    """
     fields = _top_level_fields(body)
     if "events" not in fields:
         return 1, _stream_events([decode_json(body, _event)]), []

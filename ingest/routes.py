@@ -32,7 +32,6 @@ from schema.structs import (
     RunCreate,
     RunFinish,
     RunStatusIn,
-    StreamBatch,
 )
 
 __all__ = ["events_route", "routes"]
@@ -44,7 +43,6 @@ _run_status = msgspec.json.Decoder(RunStatusIn)
 _run_finish = msgspec.json.Decoder(RunFinish)
 _report = msgspec.json.Decoder(ReportIn)
 REPORT_ENVELOPE_BYTES = 64 * 1024
-_entry_encoder = msgspec.json.Encoder()
 
 
 async def _agent(request: Request) -> AgentIdentity:
@@ -135,11 +133,10 @@ async def append_events(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     require_public_id("run", run_id)
     body = await read_body(request, max_bytes=settings.max_bulk_body_bytes)
-    accepted, events, rejected = parse_events(body)
-    if events:
-        entry = _entry_encoder.encode(
-            StreamBatch(run_id=run_id, received_at=now_utc(), events=events)
-        )
+    accepted, rejected, field, count, entry = parse_events(
+        body, run_id=run_id, received_at=now_utc()
+    )
+    if count:
         keys = streams.StreamKeys.for_run(run_id, settings.stream_shards)
         for attempt in range(2):
             outcome, detail = await streams.append_batch(
@@ -147,8 +144,9 @@ async def append_events(request: Request) -> Response:
                 keys,
                 run_id=run_id,
                 project_key=agent.project_key,
-                event_count=len(events),
+                event_count=count,
                 backlog_limit=settings.backlog_limit_events,
+                field=field,
                 entry=entry,
                 pipeline=context.appends,
             )

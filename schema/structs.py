@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -33,10 +34,16 @@ __all__ = [
     "RunFinish",
     "RunStatusIn",
     "SEVERITIES",
+    "CommonBatch",
+    "SentBatch",
     "StreamBatch",
+    "StreamEntry",
     "StreamEvent",
     "check_payload_text",
     "common_events_valid",
+    "decode_entry",
+    "entry_events",
+    "sent_event_id",
 ]
 
 MAX_BATCH_EVENTS = 1000
@@ -462,3 +469,63 @@ class StreamBatch(msgspec.Struct, array_like=True):
     run_id: str
     received_at: dt.datetime
     events: list[StreamEvent]
+
+
+class CommonBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """A body of events all in the common form."""
+
+    events: list[CommonEventIn]
+
+
+class SentBatch(msgspec.Struct, array_like=True):
+    """One stream entry that carries the agent's body as it was sent.
+
+    Ingest writes this instead of a `StreamBatch` when the body decoded as a
+    `CommonBatch`, passed `common_events_valid` and repeats no `event_id`: then its
+    events need no change, and copying the bytes costs less than encoding them
+    again. The event at index i gets the public id `sent_event_id(id_prefix, i)`.
+    """
+
+    run_id: str
+    received_at: dt.datetime
+    id_prefix: str  # 24 random hex digits
+    body: CommonBatch
+
+    @property
+    def events(self) -> list[CommonEventIn]:
+        return self.body.events
+
+
+StreamEntry = StreamBatch | SentBatch
+_decode_listed = msgspec.json.Decoder(StreamBatch).decode
+_decode_sent = msgspec.json.Decoder(SentBatch).decode
+
+
+def decode_entry(fields: Mapping[bytes, bytes]) -> StreamEntry:
+    """Decode the batch of a stream entry from its fields, `body` or `batch`.
+
+    Raises KeyError when it has neither, and msgspec's errors when it does not decode.
+    """
+    sent = fields.get(b"body")
+    if sent is not None:
+        return _decode_sent(sent)
+    return _decode_listed(fields[b"batch"])
+
+
+def entry_events(
+    batch: StreamEntry,
+) -> Iterator[tuple[str, str, StreamEvent | CommonEventIn]]:
+    """Yield `(public id, event id, event)` for each event of a stream entry."""
+    if isinstance(batch, StreamBatch):
+        for event in batch.events:
+            yield event.public_id, event.event_id, event
+        return
+    id_prefix = batch.id_prefix
+    for index, common in enumerate(batch.body.events):
+        public_id = sent_event_id(id_prefix, index)
+        yield public_id, common.event_id or public_id, common
+
+
+def sent_event_id(id_prefix: str, index: int) -> str:
+    """Return the public id of the event at `index` of a `SentBatch` (32 hex digits)."""
+    return f"evt_{id_prefix}{index:08x}"

@@ -6,12 +6,16 @@ The fast path must give every body the same result as decoding each event with
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
+
 import msgspec
 import pytest
 
 from core.errors import ValidationFailed
+from core.security import is_public_id
 from ingest.events import _decode_common, _parse_checked, parse_events
-from schema.structs import MAX_PAYLOAD_BYTES
+from schema.structs import MAX_PAYLOAD_BYTES, decode_entry, entry_events
 
 Outcome = tuple[int, list[tuple[object, ...]], list[tuple[int, str, str]]] | str
 
@@ -28,24 +32,47 @@ def _events_text(*events: bytes) -> bytes:
     return b'{"events":[' + b",".join(events) + b"]}"
 
 
-def _outcome(parse, body: bytes) -> Outcome:  # type: ignore[no-untyped-def]
-    """Run a parser and drop the random public ids, keeping whether an event got one."""
+RUN_ID = "run_" + "0" * 32
+RECEIVED_AT = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+def _rows(events: Iterable[tuple[str, str, object]]) -> list[tuple[object, ...]]:
+    """Rows of an outcome, without the random public ids but noting where one is the id."""
+    return [
+        (
+            "<public id>" if event_id == public_id else event_id,
+            event.event_type,  # type: ignore[attr-defined]
+            event.severity,  # type: ignore[attr-defined]
+            event.message,  # type: ignore[attr-defined]
+            bytes(event.payload),  # type: ignore[attr-defined]
+            event.occurred_at,  # type: ignore[attr-defined]
+        )
+        for public_id, event_id, event in events
+    ]
+
+
+def _checked_outcome(body: bytes) -> Outcome:
     try:
-        accepted, events, rejected = parse(body)
+        accepted, events, rejected = _parse_checked(body)
     except ValidationFailed as exc:
         return exc.message
-    rows = [
-        (
-            "<public id>" if event.event_id == event.public_id else event.event_id,
-            event.event_type,
-            event.severity,
-            event.message,
-            bytes(event.payload),
-            event.occurred_at,
-        )
-        for event in events
-    ]
+    rows = _rows((event.public_id, event.event_id, event) for event in events)
     return accepted, rows, [(r.index, r.error, r.message) for r in rejected]
+
+
+def _parsed_outcome(body: bytes) -> Outcome:
+    """Parse a body and decode its stream entry as a worker does."""
+    try:
+        parsed = parse_events(body, run_id=RUN_ID, received_at=RECEIVED_AT)
+    except ValidationFailed as exc:
+        return exc.message
+    rows: list[tuple[object, ...]] = []
+    if parsed.count:
+        batch = decode_entry({parsed.field.encode(): parsed.entry})
+        assert (batch.run_id, batch.received_at) == (RUN_ID, RECEIVED_AT)
+        rows = _rows(entry_events(batch))
+    assert len(rows) == parsed.count
+    return parsed.accepted, rows, [(r.index, r.error, r.message) for r in parsed.rejected]
 
 
 COMMON_BODIES = {
@@ -134,11 +161,34 @@ def test_other_body_takes_checked_path(body: bytes) -> None:
     ids=[*COMMON_BODIES.keys(), *OTHER_BODIES.keys()],
 )
 def test_parse_events_matches_checked_path(body: bytes) -> None:
-    assert _outcome(parse_events, body) == _outcome(_parse_checked, body)
+    assert _parsed_outcome(body) == _checked_outcome(body)
 
 
-def test_parse_events_gives_distinct_public_ids() -> None:
-    _, events, _ = parse_events(_batch(*[_event()] * 1000))
-    public_ids = {event.public_id for event in events}
-    assert len(public_ids) == 1000
-    assert all(len(public_id) == 36 and public_id.startswith("evt_") for public_id in public_ids)
+def test_common_body_travels_as_sent() -> None:
+    body = COMMON_BODIES["plain batch"]
+    parsed = parse_events(body, run_id=RUN_ID, received_at=RECEIVED_AT)
+    assert parsed.field == "body"
+    assert body in parsed.entry
+
+
+def test_repeated_event_id_travels_once() -> None:
+    body = COMMON_BODIES["repeated event id"]
+    parsed = parse_events(body, run_id=RUN_ID, received_at=RECEIVED_AT)
+    assert (parsed.accepted, parsed.field, parsed.count) == (2, "batch", 1)
+
+
+SAME_ID = {"event_id": "same"}
+PUBLIC_ID_BATCHES = {
+    "no event ids (sent as is)": [_event()] * 1000,
+    "own event ids (sent as is)": [_event(event_id=f"e-{i}") for i in range(1000)],
+    "a repeated event id (listed)": [_event(**SAME_ID), *[_event()] * 998, _event(**SAME_ID)],
+}
+
+
+@pytest.mark.parametrize("events", PUBLIC_ID_BATCHES.values(), ids=PUBLIC_ID_BATCHES.keys())
+def test_parse_events_gives_distinct_public_ids(events: list[dict[str, object]]) -> None:
+    parsed = parse_events(_batch(*events), run_id=RUN_ID, received_at=RECEIVED_AT)
+    batch = decode_entry({parsed.field.encode(): parsed.entry})
+    public_ids = {public_id for public_id, _, _ in entry_events(batch)}
+    assert len(public_ids) == parsed.count >= 999
+    assert all(is_public_id(public_id, "evt") for public_id in public_ids)

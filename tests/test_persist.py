@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from core.config import Settings
 from core.repositories.runs import insert_run
 from core.scoring import Counters, score_counters
-from core.security import new_id
-from schema.structs import SEVERITIES, StreamBatch, StreamEvent
+from core.security import is_public_id, new_id
+from ingest.events import parse_events
+from schema.structs import SEVERITIES, StreamBatch, StreamEvent, decode_entry
 from workers import consumer as consumer_module
 from workers.consumer import DeadLetterFlood, ShardConsumer, _chunks_by_events
 from workers.persist import persist_entries
@@ -113,6 +114,42 @@ async def test_persist_redelivered_entry_counts_once(pool: asyncpg.Pool, clean: 
     assert row["processed_events"] == 1
     assert row["timeout"] == 1
     assert row["score"] == 87
+
+
+async def test_sent_and_listed_entries_match(pool: asyncpg.Pool, clean: None) -> None:
+    """A body that travels as sent and one listed event by event give the same rows."""
+    events = [
+        {"event_type": "request_timeout", "severity": "warning", "event_id": "t-1"},
+        {"event_type": "request_sent", "message": "POST /orders", "payload": {"n": 1}},
+        {"event_type": "duplicate_detected", "occurred_at": "2026-01-02T03:04:05+01:00"},
+    ]
+    received_at = dt.datetime.now(dt.UTC)
+    stored: dict[str, list[tuple[object, ...]]] = {}
+    async with pool.acquire() as conn:
+        for extra, field in (([], "body"), ([events[0]], "batch")):
+            run_id = await make_run(conn)
+            body = msgspec.json.encode({"events": [*events, *extra]})
+            parsed = parse_events(body, run_id=run_id, received_at=received_at)
+            assert parsed.field == field
+            batch = decode_entry({field.encode(): parsed.entry})
+            result = await persist_entries(conn, STREAM, [(f"{next(_entry_ids)}-0", batch)])
+            assert result.inserted == 3
+            rows = await conn.fetch(
+                """
+                SELECT e.public_id, e.event_id, e.event_type, e.severity, e.message,
+                       e.payload, e.occurred_at, e.received_at
+                FROM events e JOIN runs r ON r.id = e.run_id WHERE r.public_id = $1
+                ORDER BY e.id
+                """,
+                run_id,
+            )
+            assert all(is_public_id(row["public_id"], "evt") for row in rows)
+            assert rows[0]["event_id"] == "t-1"
+            assert [row["event_id"] for row in rows[1:]] == [row["public_id"] for row in rows[1:]]
+            stored[field] = [tuple(row)[2:] for row in rows]
+            assert (await stored_counters(conn, run_id))["processed_events"] == 3
+    assert stored["body"] == stored["batch"]
+    assert stored["body"][2][4] == dt.datetime(2026, 1, 2, 2, 4, 5, tzinfo=dt.UTC)
 
 
 async def test_persist_refused_value_dead_letters_only_it(pool: asyncpg.Pool, clean: None) -> None:

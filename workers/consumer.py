@@ -33,14 +33,13 @@ from core.metrics import (
     EVENTS_PERSISTED,
     SCORE_LAG_SECONDS,
 )
-from schema.structs import StreamBatch
+from schema.structs import SentBatch, StreamEntry, decode_entry
 from workers.persist import PersistResult, persist_entries
 
 __all__ = ["ShardConsumer", "consumer_name"]
 
 log = logging.getLogger(__name__)
 
-_decode_batch = msgspec.json.Decoder(StreamBatch).decode
 _MAX_BACKOFF_S = 10.0
 # Errors that mean "try again later" rather than "this entry is bad".
 TRANSIENT_ERRORS = (
@@ -216,7 +215,7 @@ class ShardConsumer:
 
     async def _persist_chunk(self, raw_entries: list[RawEntry]) -> None:
         """Decode, persist and acknowledge entries, in one transaction unless one fails."""
-        decoded: list[tuple[str, StreamBatch]] = []
+        decoded: list[tuple[str, StreamEntry]] = []
         counts: dict[str, int] = {}
         fields_by_id: dict[str, dict[bytes, bytes]] = {}
         for raw_id, fields in raw_entries:
@@ -228,7 +227,7 @@ class ShardConsumer:
             fields_by_id[entry_id] = fields
             try:
                 count = int(fields[b"n"])
-                batch = _decode_batch(fields[b"batch"])
+                batch = decode_entry(fields)
             except (KeyError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self._dead_letter(entry_id, fields, f"undecodable entry: {exc!r}")
                 continue
@@ -251,7 +250,7 @@ class ShardConsumer:
             (time.monotonic() - started) * 1000,
         )
 
-    async def _persist(self, decoded: list[tuple[str, StreamBatch]]) -> set[str]:
+    async def _persist(self, decoded: list[tuple[str, StreamEntry]]) -> set[str]:
         """Persist entries; return the ids of entries left pending after a data error.
 
         A data error (PostgreSQL rejecting a value) fails the whole transaction, so the
@@ -285,7 +284,7 @@ class ShardConsumer:
             )
         return failed
 
-    async def _persist_once(self, entries: list[tuple[str, StreamBatch]]) -> PersistResult:
+    async def _persist_once(self, entries: list[tuple[str, StreamEntry]]) -> PersistResult:
         async with self._pool.acquire() as conn:
             return await persist_entries(conn, self.keys.events, entries)
 
@@ -297,14 +296,15 @@ class ShardConsumer:
         EVENTS_DISCARDED.inc(result.discarded)
         EVENTS_DEAD_LETTERED.inc(result.dead_lettered)
 
-    async def _retry_or_dead_letter(self, entry: tuple[str, StreamBatch], exc: Exception) -> None:
+    async def _retry_or_dead_letter(self, entry: tuple[str, StreamEntry], exc: Exception) -> None:
         entry_id, batch = entry
         info = await self._redis.xpending_range(
             self.keys.events, streams.CONSUMER_GROUP, min=entry_id, max=entry_id, count=1
         )
         deliveries = int(info[0]["times_delivered"]) if info else 0
         if deliveries >= self._settings.max_deliveries:
-            fields = {b"n": str(len(batch.events)).encode(), b"batch": msgspec.json.encode(batch)}
+            field = b"body" if isinstance(batch, SentBatch) else b"batch"
+            fields = {b"n": str(len(batch.events)).encode(), field: msgspec.json.encode(batch)}
             await self._dead_letter(
                 entry_id,
                 fields,

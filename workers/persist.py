@@ -19,7 +19,7 @@ import msgspec
 
 from core.scoring import Counters, score_counters
 from core.services.scores import counters_from_row
-from schema.structs import StreamBatch
+from schema.structs import StreamEntry, entry_events
 
 __all__ = ["PersistResult", "persist_entries"]
 
@@ -103,7 +103,7 @@ EventRow = tuple[str, int, str, str, str, str, str | None, dt.datetime | None, d
 
 
 def _event_rows(
-    entries: Sequence[tuple[str, StreamBatch]], run_keys: dict[str, int]
+    entries: Sequence[tuple[str, StreamEntry]], run_keys: dict[str, int]
 ) -> tuple[list[EventRow], list[str], int]:
     """Turn the events of existing runs into rows of `staged_events`.
 
@@ -120,17 +120,17 @@ def _event_rows(
             discarded += len(batch.events)
             continue
         received_at = batch.received_at
-        for event in batch.events:
-            key = (run_key, event.event_id)
+        for public_id, event_id, event in entry_events(batch):
+            key = (run_key, event_id)
             if key in seen:
                 continue
             seen.add(key)
             payload = bytes(event.payload)
             rows.append(
                 (
-                    event.public_id,
+                    public_id,
                     run_key,
-                    event.event_id,
+                    event_id,
                     event.event_type,
                     event.severity,
                     event.message,
@@ -236,7 +236,7 @@ async def _update_scores(
 
 
 async def persist_entries(
-    conn: asyncpg.Connection, stream: str, entries: Sequence[tuple[str, StreamBatch]]
+    conn: asyncpg.Connection, stream: str, entries: Sequence[tuple[str, StreamEntry]]
 ) -> PersistResult:
     """Persist `(entry id, batch)` pairs of one stream in one transaction."""
     result = PersistResult()

@@ -62,13 +62,19 @@ async def test_status_without_servers_explains(tmp_path: Path) -> None:
     assert b"CLOUD_DATABASE_URL" in output
 
 
+@pytest.mark.parametrize("field", ["batch", "body"])
 async def test_dead_letter_replay_restores_entry(
-    settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, tmp_path: Path, clean: None
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    clean: None,
+    field: str,
 ) -> None:
     consumer = ShardConsumer(shard=0, settings=settings, pool=pool, redis=redis)
     keys = consumer.keys
     await consumer.ensure_group()
-    await redis.xadd(keys.events, {"n": "4", "batch": b"not json"})
+    await redis.xadd(keys.events, {"n": "4", field: b"not json"})
     await redis.incrby(keys.backlog, 4)
     consumer.wake_for_pending()
     await consumer.step()
@@ -85,7 +91,8 @@ async def test_dead_letter_replay_restores_entry(
     assert code == 0, replayed
     assert "replayed 1 entries" in replayed
     assert await redis.xlen(keys.dead) == 0
-    assert await redis.xlen(keys.events) == 1
+    [(_, restored)] = await redis.xrange(keys.events)
+    assert restored == {b"n": b"4", field.encode(): b"not json"}
     assert int(await redis.get(keys.backlog)) == 4
 
 

@@ -32,20 +32,22 @@ class DeadEntry(msgspec.Struct):
     events: int
 
 
-# Put an entry back at the end of its stream, count its events in the backlog again,
-# and remove it from the dead-letter stream, atomically.
+# Put an entry back at the end of its stream (with its `batch` or `body` field), count
+# its events in the backlog again, and remove it from the dead-letter stream, atomically.
 _REPLAY = streams.RedisScript(
     """
 local fields = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 if #fields == 0 then return 0 end
 local values = fields[1][2]
-local n, batch = '0', nil
+local n, field, batch = '0', nil, nil
 for i = 1, #values, 2 do
   if values[i] == 'entry.n' then n = values[i + 1] end
-  if values[i] == 'entry.batch' then batch = values[i + 1] end
+  if values[i] == 'entry.batch' or values[i] == 'entry.body' then
+    field, batch = string.sub(values[i], 7), values[i + 1]
+  end
 end
 if not batch then return -1 end
-redis.call('XADD', KEYS[1], '*', 'n', n, 'batch', batch)
+redis.call('XADD', KEYS[1], '*', 'n', n, field, batch)
 redis.call('INCRBY', KEYS[3], tonumber(n) or 0)
 redis.call('XDEL', KEYS[2], ARGV[1])
 return 1

@@ -8,6 +8,7 @@ U+0000. msgspec itself rejects invalid UTF-8 and lone surrogates while decoding.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
@@ -382,6 +383,10 @@ class CommonEventIn(msgspec.Struct):
     occurred_at: Annotated[dt.datetime, msgspec.Meta(tz=True)] | None = None
 
 
+_occurred_at = operator.attrgetter("occurred_at")
+_payload = operator.attrgetter("payload")
+
+
 def common_events_valid(body: bytes, events: list[CommonEventIn]) -> bool:
     """Return whether every event decoded from `body` passes `EventIn`'s checks.
 
@@ -400,10 +405,11 @@ def common_events_valid(body: bytes, events: list[CommonEventIn]) -> bool:
             body.decode("utf-8")
         except UnicodeDecodeError:
             return False
-    times = [event.occurred_at for event in events if event.occurred_at is not None]
+    # map() with attrgetter loops in C, which matters at 1,000 events a body.
+    times = [time for time in map(_occurred_at, events) if time is not None]
     if times and not (_EARLIEST <= min(times) and max(times) < _LATEST):
         return False
-    payloads = [event.payload for event in events]
+    payloads = list(map(_payload, events))
     if max(map(len, payloads)) > MAX_NUMBER_DIGITS and not all(map(_plain_size, payloads)):
         return False
     return not _large_exponents(b" ".join(payloads))

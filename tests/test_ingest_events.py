@@ -88,6 +88,8 @@ COMMON_BODIES = {
         _event(),
     ),
     "repeated event id": _batch(_event(event_id="same"), _event(event_id="same")),
+    "ids and no ids": _batch(_event(event_id="a"), _event(), _event(event_id="b"), _event()),
+    "repeat among no ids": _batch(_event(), _event(event_id="a"), _event(), _event(event_id="a")),
     "non-ASCII text": _batch(_event(message="café ✓", payload={"note": "naïve"})),
     "escaped quote": _batch(_event(message='say "hi"\n')),
     "large number in a message only": _batch(_event(message="node e1234 of 1e5000")),
@@ -171,10 +173,14 @@ def test_common_body_travels_as_sent() -> None:
     assert body in parsed.entry
 
 
-def test_repeated_event_id_travels_once() -> None:
-    body = COMMON_BODIES["repeated event id"]
-    parsed = parse_events(body, run_id=RUN_ID, received_at=RECEIVED_AT)
-    assert (parsed.accepted, parsed.field, parsed.count) == (2, "batch", 1)
+@pytest.mark.parametrize(
+    ("name", "travelling"),
+    [("plain batch", ("body", 3, 3)), ("ids and no ids", ("body", 4, 4)),
+     ("repeated event id", ("batch", 2, 1)), ("repeat among no ids", ("batch", 4, 3))],
+)  # fmt: skip
+def test_repeated_event_id_travels_once(name: str, travelling: tuple[str, int, int]) -> None:
+    parsed = parse_events(COMMON_BODIES[name], run_id=RUN_ID, received_at=RECEIVED_AT)
+    assert (parsed.field, parsed.accepted, parsed.count) == travelling
 
 
 SAME_ID = {"event_id": "same"}

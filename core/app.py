@@ -311,12 +311,16 @@ def create_app(
         assert settings.database_url and settings.redis_url, "URLs are resolved before serving"
         pool = await connect_postgres(settings.database_url)
         redis_client = connect_redis(settings.redis_url, settings)
+        appends_client = connect_redis(settings.redis_url, settings, socket_timeout=False)
         await check_redis_durability(redis_client)
-        app.state.ctx = AppContext.build(settings=settings, pool=pool, redis=redis_client)
+        app.state.ctx = AppContext.build(
+            settings=settings, pool=pool, redis=redis_client, appends_redis=appends_client
+        )
         app.state.role = role
         try:
             yield
         finally:
+            await appends_client.aclose()
             await redis_client.aclose()
             await pool.close()
 

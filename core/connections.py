@@ -49,10 +49,15 @@ def redis_socket_timeout_s(settings: Settings) -> float:
     return settings.stream_block_ms / 1000 + 5.0
 
 
-def connect_redis(url: str, settings: Settings) -> aioredis.Redis:
+def connect_redis(url: str, settings: Settings, *, socket_timeout: bool = True) -> aioredis.Redis:
+    """Create a client whose commands time out after `redis_socket_timeout_s`.
+
+    With `socket_timeout` False they have no timeout, and the caller must bound them
+    (`PipelinedScript` does).
+    """
     return aioredis.Redis.from_url(
         url,
-        socket_timeout=redis_socket_timeout_s(settings),
+        socket_timeout=redis_socket_timeout_s(settings) if socket_timeout else None,
         socket_connect_timeout=5.0,
         health_check_interval=30,
         max_connections=64,

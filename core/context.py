@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from core import streams
 from core.auth import AgentKeyCache
 from core.config import Settings
+from core.connections import redis_socket_timeout_s
 from core.ratelimit import LeasedLimit, Limit
 from core.security import PasswordHasher, TokenService
 
@@ -30,7 +31,16 @@ class AppContext:
     appends: streams.PipelinedScript
 
     @classmethod
-    def build(cls, *, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> AppContext:
+    def build(
+        cls,
+        *,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        appends_redis: aioredis.Redis | None = None,
+    ) -> AppContext:
+        """Build the context; `appends_redis`, a client without a socket timeout, sends
+        the event appends, bounded by the socket timeout of `redis` as a whole."""
         return cls(
             settings=settings,
             pool=pool,
@@ -48,5 +58,7 @@ class AppContext:
             )
             if settings.agent_rate_per_s
             else None,
-            appends=streams.append_pipeline(redis),
+            appends=streams.append_pipeline(
+                appends_redis or redis, timeout_s=redis_socket_timeout_s(settings)
+            ),
         )

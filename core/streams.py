@@ -145,11 +145,19 @@ class PipelinedScript:
     runs as a script of its own, so each stays atomic and gets its own result or
     exception. A connection error fails every call of that pipeline, as it would
     have failed each call sent alone.
+
+    With `timeout_s`, a pipeline that gets no reply in time fails its calls with
+    TimeoutError. The client can then do without a socket timeout, for which
+    redis-py wraps every command's write in `asyncio.wait_for` (a task per command)
+    and its read in a timeout of its own.
     """
 
-    def __init__(self, redis: aioredis.Redis, script: RedisScript) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, script: RedisScript, *, timeout_s: float | None = None
+    ) -> None:
         self._redis = redis
         self._script = script
+        self._timeout_s = timeout_s
         self._queued: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -170,10 +178,11 @@ class PipelinedScript:
 
     async def _send(self, calls: list[_Call]) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for keys, args, _ in calls:
-                    pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
+            async with asyncio.timeout(self._timeout_s):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for keys, args, _ in calls:
+                        pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                    results = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
             for _, _, future in calls:
                 future.cancel()
@@ -195,7 +204,8 @@ class PipelinedScript:
         self, keys: Sequence[str], args: Sequence[object], future: asyncio.Future[Any]
     ) -> None:
         try:
-            result = await self._script(self._redis, keys, args)
+            async with asyncio.timeout(self._timeout_s):
+                result = await self._script(self._redis, keys, args)
         except Exception as exc:
             result = exc
         if future.done():  # its caller was cancelled meanwhile
@@ -210,8 +220,8 @@ _append_script = RedisScript(_APPEND)
 _ack_script = RedisScript(_ACK)
 
 
-def append_pipeline(redis: aioredis.Redis) -> PipelinedScript:
-    return PipelinedScript(redis, _append_script)
+def append_pipeline(redis: aioredis.Redis, *, timeout_s: float | None = None) -> PipelinedScript:
+    return PipelinedScript(redis, _append_script, timeout_s=timeout_s)
 
 
 async def append_batch(

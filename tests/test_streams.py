@@ -63,6 +63,34 @@ async def test_pipelined_appends_reload_flushed_script(redis: aioredis.Redis, cl
     assert await redis.xlen(StreamKeys.for_run("run_open", SHARDS).events) == 6
 
 
+async def test_pipelined_appends_time_out_without_reply() -> None:
+    """A server that accepts and never replies fails the calls at the pipeline's timeout."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    silent = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=None)
+    pipeline = streams.append_pipeline(silent, timeout_s=0.3)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        calls = (_append(silent, pipeline, "run_open") for _ in range(3))
+        # The outer bound fails the test instead of hanging it if the timeout is lost.
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    finally:
+        await silent.aclose()
+        for writer in connections:
+            writer.close()
+        server.close()
+    assert 0.3 <= loop.time() - began < 5
+    assert len(connections) == 1
+    for result in results:
+        assert isinstance(result, TimeoutError)
+
+
 async def test_pipelined_appends_fail_when_redis_down() -> None:
     # A port that was free a moment ago almost surely has no listener.
     down = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import zlib
 from typing import Any, TypeVar
@@ -114,17 +115,26 @@ def _check_content_type(request: Request) -> None:
     content_type = request.headers.get("content-type")
     if content_type is None:
         return
+    # Long values are checked without the cache, so it stays small.
+    if len(content_type) <= 100:
+        problem = _content_type_problem(content_type)
+    else:
+        problem = _content_type_problem.__wrapped__(content_type)
+    if problem is not None:
+        raise UnsupportedMediaType(problem)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_type_problem(content_type: str) -> str | None:
+    """Return why a Content-Type is not accepted, or None; cached, as agents repeat it."""
     media_type, _, parameters = content_type.partition(";")
     media_type = media_type.strip().lower()
     if not _JSON_TYPE.match(media_type):
-        raise UnsupportedMediaType(
-            f"Content-Type {media_type!r} is not supported; send application/json"
-        )
+        return f"Content-Type {media_type!r} is not supported; send application/json"
     charset = _CHARSET.search(parameters)
     if charset and charset[1].strip('"').lower() not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType(
-            f"Content-Type charset {charset[1]!r} is not supported; send UTF-8"
-        )
+        return f"Content-Type charset {charset[1]!r} is not supported; send UTF-8"
+    return None
 
 
 async def read_body(request: Request, *, max_bytes: int) -> bytes:
@@ -139,12 +149,9 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding"
         )
-    too_large = PayloadTooLarge(
-        f"Request body is larger than {max_bytes} bytes; send smaller batches"
-    )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
+        raise _too_large(max_bytes)
     task = asyncio.current_task()
     assert task is not None
     deadlines = _read_deadlines()
@@ -164,10 +171,11 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
         deadlines.finish(task)
 
 
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"Request body is larger than {max_bytes} bytes; send smaller batches")
+
+
 async def _read_limited(request: Request, *, encoding: str, max_bytes: int) -> bytes:
-    too_large = PayloadTooLarge(
-        f"Request body is larger than {max_bytes} bytes; send smaller batches"
-    )
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if encoding == "gzip" else None
     received = 0
     chunks: list[bytes] = []
@@ -175,17 +183,17 @@ async def _read_limited(request: Request, *, encoding: str, max_bytes: int) -> b
     async for chunk in request.stream():
         received += len(chunk)
         if received > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
         if inflater is not None:
             try:
                 chunk = inflater.decompress(chunk, max_bytes + 1 - size)
             except zlib.error as exc:
                 raise ValidationFailed(f"Request body is not valid gzip: {exc}") from None
             if inflater.unconsumed_tail:
-                raise too_large
+                raise _too_large(max_bytes)
         size += len(chunk)
         if size > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
         chunks.append(chunk)
     if inflater is not None and received:
         if not inflater.eof:

@@ -155,7 +155,8 @@ async def append_events(request: Request) -> Response:
             await _load_run_state(request, agent, keys)
         _raise_for_outcome(outcome, run_id, detail)
     EVENTS_ACCEPTED.inc(accepted)
-    EVENTS_REJECTED.inc(len(rejected))
+    if rejected:
+        EVENTS_REJECTED.inc(len(rejected))
     message = f"{accepted} events accepted, {len(rejected)} rejected"
     return ok(Appended(accepted=accepted, rejected=rejected), message, status=202)
 

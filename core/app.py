@@ -25,14 +25,13 @@ from core.connections import check_redis_durability, connect_postgres, connect_r
 from core.context import AppContext
 from core.errors import ServiceUnavailable, error_response, exception_handlers
 from core.http import ok
+from core.logs import AccessLog
 from core.metrics import HTTP_REQUESTS, metrics_endpoint
 from schema.responses import Health
 
 __all__ = ["DirectRouteMiddleware", "create_app", "ctx", "health_routes", "merge_routes"]
 
 log = logging.getLogger(__name__)
-# One line per request; raise this logger's level to silence it on a busy ingest.
-access_log = logging.getLogger("softadastra.access")
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -65,6 +64,8 @@ class RequestIdMiddleware:
         # Labelled children of HTTP_REQUESTS by (method, status), because `labels()`
         # costs more than the increment itself.
         self._request_counters: dict[tuple[str, int], Any] = {}
+        # One line per request; raise the logger's level to silence it on a busy ingest.
+        self._access_log = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,15 +106,17 @@ class RequestIdMiddleware:
             await response(scope, receive, send_with_id)
         finally:
             self._count_request(scope["method"], status)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %s %d %.1fms",
-                    request_id,
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    (time.perf_counter() - began) * 1000,
-                )
+            if self._access_log.enabled():
+                self._log_access(scope, request_id, status, time.perf_counter() - began)
+
+    def _log_access(self, scope: Scope, request_id: str, status: int, elapsed_s: float) -> None:
+        path = scope["path"]
+        if not path.isprintable():
+            # A decoded %0A would otherwise start a forged log line.
+            path = path.encode("unicode_escape").decode("ascii")
+        self._access_log.write(
+            f"{request_id} {scope['method']} {path} {status} {elapsed_s * 1000:.1f}ms"
+        )
 
     def _count_request(self, method: str, status: int) -> None:
         counter = self._request_counters.get((method, status))

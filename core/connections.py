@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import asyncpg
+import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
 
@@ -49,19 +51,37 @@ def redis_socket_timeout_s(settings: Settings) -> float:
     return settings.stream_block_ms / 1000 + 5.0
 
 
+class HiredisPackingConnection(aioredis.Connection):
+    """A TCP connection that encodes commands with hiredis instead of redis-py's Python.
+
+    An append script call has 13 arguments; packing it took 27 µs in Python and 3 µs
+    with `hiredis.pack_command`, which writes the same bytes.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        # redis-py splits command names such as "CONFIG GET" into two arguments.
+        if isinstance(args[0], str) and " " in args[0]:
+            return super().pack_command(*args)
+        return [hiredis.pack_command(args)]
+
+
 def connect_redis(url: str, settings: Settings, *, socket_timeout: bool = True) -> aioredis.Redis:
     """Create a client whose commands time out after `redis_socket_timeout_s`.
 
     With `socket_timeout` False they have no timeout, and the caller must bound them
     (`PipelinedScript` does).
     """
-    return aioredis.Redis.from_url(
+    pool = aioredis.ConnectionPool.from_url(
         url,
         socket_timeout=redis_socket_timeout_s(settings) if socket_timeout else None,
         socket_connect_timeout=5.0,
         health_check_interval=30,
         max_connections=64,
     )
+    # TLS and Unix socket URLs keep the connection class redis-py chose for them.
+    if pool.connection_class is aioredis.Connection:
+        pool.connection_class = HiredisPackingConnection
+    return aioredis.Redis.from_pool(pool)
 
 
 async def check_redis_durability(client: aioredis.Redis) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import redis.asyncio as aioredis
 from core import streams
 from core.config import Settings
 from core.errors import TooManyRequests
+from core.logs import ACCESS_LOGGER
 from core.ratelimit import LeasedLimit, Limit
 from tests.faults import serve
 from tests.helpers import create_run, new_agent
@@ -94,6 +97,28 @@ async def test_dead_letter_replay_restores_entry(
     [(_, restored)] = await redis.xrange(keys.events)
     assert restored == {b"n": b"4", field.encode(): b"not json"}
     assert int(await redis.get(keys.backlog)) == 4
+
+
+async def test_access_log_line_per_request(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access = logging.getLogger(ACCESS_LOGGER)
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        forged = await client.get("/health%0A2026-01-01T00:00:00 INFO forged")
+        health = await client.get("/health")
+        await asyncio.sleep(0.05)  # the lines are written after the event-loop pass
+    finally:
+        access.setLevel(level)
+    lines = [line for line in capsys.readouterr().err.splitlines() if ACCESS_LOGGER in line]
+    assert len(lines) == 2
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d INFO softadastra\.access"
+    forged_id = forged.headers["x-request-id"]
+    forged_path = r"/health\\n2026-01-01T00:00:00 INFO forged"
+    assert re.fullmatch(rf"{stamp} {forged_id} GET {forged_path} 404 \d+\.\dms", lines[0])
+    health_id = health.headers["x-request-id"]
+    assert re.fullmatch(rf"{stamp} {health_id} GET /health 200 \d+\.\dms", lines[1])
 
 
 async def test_metrics_count_accepted_events(client: httpx.AsyncClient) -> None:

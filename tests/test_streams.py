@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from core import streams
+from core.connections import HiredisPackingConnection
 from core.streams import AppendOutcome, StreamKeys
 from tests.agent_support import free_port
 
@@ -61,6 +62,43 @@ async def test_pipelined_appends_reload_flushed_script(redis: aioredis.Redis, cl
     outcomes = await asyncio.gather(*(_append(redis, pipeline, "run_open") for _ in range(5)))
     assert [outcome for outcome, _ in outcomes] == [AppendOutcome.APPENDED] * 5
     assert await redis.xlen(StreamKeys.for_run("run_open", SHARDS).events) == 6
+
+
+PACKED_COMMANDS = [
+    (
+        "EVALSHA",
+        "0" * 40,
+        4,
+        "sa:{s1}:events",
+        "k2",
+        "k3",
+        "k4",
+        "run_x",
+        7,
+        1,
+        10**6,
+        b"[]",
+        "body",
+    ),
+    ("SET", "text", "caf\u00e9 \u2713"),
+    ("SET", "bytes", b"\x00\xff\r\n"),
+    ("SET", "numbers", -7, 1.5, 200.0, 1e20, 0.1),
+    ("CONFIG GET", "appendonly"),
+    ("SET", "large", b"x" * 20_000),
+]
+
+
+@pytest.mark.parametrize("command", PACKED_COMMANDS, ids=lambda command: str(command[0]))
+def test_hiredis_packing_matches_redis_py(command: tuple[object, ...]) -> None:
+    python = b"".join(aioredis.Connection().pack_command(*command))
+    assert b"".join(HiredisPackingConnection().pack_command(*command)) == python
+
+
+async def test_connect_redis_packs_with_hiredis(redis: aioredis.Redis) -> None:
+    assert redis.connection_pool.connection_class is HiredisPackingConnection
+    await redis.set("sa:test:packed", "caf\u00e9")
+    assert await redis.get("sa:test:packed") == "caf\u00e9".encode()
+    assert "appendonly" in await redis.config_get("appendonly")
 
 
 async def test_pipelined_appends_time_out_without_reply() -> None:

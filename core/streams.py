@@ -41,6 +41,7 @@ __all__ = [
     "ack_entries",
     "append_batch",
     "append_pipeline",
+    "check_run",
     "forget_run",
     "set_run_state",
     "shard_for",
@@ -252,6 +253,24 @@ async def append_batch(
     outcome = AppendOutcome(_text(result[0]))
     detail = _text(result[1]) if len(result) > 1 else ""
     return outcome, detail
+
+
+async def check_run(
+    redis: aioredis.Redis, keys: StreamKeys, *, run_id: str, project_key: int
+) -> AppendOutcome:
+    """Check, as an append does, that a run is known, of this project and open.
+
+    Returns `APPENDED` when an append would go ahead, else the outcome it would have.
+    """
+    state = await redis.hget(keys.runs, run_id)
+    if state is None:
+        return AppendOutcome.UNKNOWN_RUN
+    owner, _, status = _text(state).partition(":")
+    if owner != str(project_key):
+        return AppendOutcome.FOREIGN_RUN
+    if status != "open":
+        return AppendOutcome.FINAL_RUN
+    return AppendOutcome.APPENDED
 
 
 async def ack_entries(

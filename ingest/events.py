@@ -19,6 +19,7 @@ from core.http import MAX_NESTING_HINT, decode_error_message, decode_json, valid
 from schema.responses import Rejection
 from schema.structs import (
     MAX_BATCH_EVENTS,
+    MAX_PAYLOAD_BYTES,
     CommonBatch,
     CommonEventIn,
     EventIn,
@@ -37,6 +38,11 @@ _valid_events = msgspec.json.Decoder(list[EventIn])
 _NULL = msgspec.Raw(b"null")
 
 
+# A body travels as sent only while it is at most this large per event, which is an
+# event's largest payload plus room for its other fields. Whitespace and unknown fields
+# beyond that would otherwise take Redis memory that the backlog limit, counted in
+# events, does not see.
+MAX_SENT_BYTES_PER_EVENT = MAX_PAYLOAD_BYTES + 64 * 1024
 _common_batch = msgspec.json.Decoder(CommonBatch)
 _entry_encoder = msgspec.json.Encoder()
 _event_id = operator.attrgetter("event_id")
@@ -90,7 +96,11 @@ def parse_events(body: bytes, *, run_id: str, received_at: dt.datetime) -> Parse
     unique index would drop it anyway) but travels only once.
     """
     common = _decode_common(body)
-    if common is not None and _distinct_event_ids(common):
+    if (
+        common is not None
+        and len(body) <= len(common) * MAX_SENT_BYTES_PER_EVENT
+        and _distinct_event_ids(common)
+    ):
         # Encoded as the array a `SentBatch` decodes from, with the body copied in.
         sent = (run_id, received_at, os.urandom(12).hex(), msgspec.Raw(body))
         return Parsed(len(common), [], "body", len(common), _entry_encoder.encode(sent))

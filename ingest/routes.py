@@ -136,9 +136,9 @@ async def append_events(request: Request) -> Response:
     accepted, rejected, field, count, entry = parse_events(
         body, run_id=run_id, received_at=now_utc()
     )
-    if count:
-        keys = streams.StreamKeys.for_run(run_id, settings.stream_shards)
-        for attempt in range(2):
+    keys = streams.StreamKeys.for_run(run_id, settings.stream_shards)
+    for attempt in range(2):
+        if count:
             outcome, detail = await streams.append_batch(
                 context.redis,
                 keys,
@@ -150,10 +150,16 @@ async def append_events(request: Request) -> Response:
                 entry=entry,
                 pipeline=context.appends,
             )
-            if outcome is not streams.AppendOutcome.UNKNOWN_RUN or attempt == 1:
-                break
-            await _load_run_state(request, agent, keys)
-        _raise_for_outcome(outcome, run_id, detail)
+        else:
+            # Nothing to append, but a final, foreign or unknown run still answers so.
+            outcome = await streams.check_run(
+                context.redis, keys, run_id=run_id, project_key=agent.project_key
+            )
+            detail = ""
+        if outcome is not streams.AppendOutcome.UNKNOWN_RUN or attempt == 1:
+            break
+        await _load_run_state(request, agent, keys)
+    _raise_for_outcome(outcome, run_id, detail)
     EVENTS_ACCEPTED.inc(accepted)
     if rejected:
         EVENTS_REJECTED.inc(len(rejected))

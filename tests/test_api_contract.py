@@ -637,6 +637,25 @@ async def test_run_final_status_locked_409(client: httpx.AsyncClient) -> None:
     assert response.status_code == 409
 
 
+async def test_invalid_events_checked_against_run(client: httpx.AsyncClient) -> None:
+    """A batch whose every event is invalid still gets the run's 409 or 404."""
+    agent = await new_agent(client)
+    stranger = await new_agent(client)
+    run_id = await create_run(client, agent)
+    invalid = {"events": [{"event_type": "x"}]}
+    open_response = await append(client, agent, run_id, invalid)
+    assert open_response.status_code == 202
+    assert open_response.json()["data"]["accepted"] == 0
+    foreign = await append(client, stranger, run_id, invalid)
+    assert foreign.status_code == 404
+    unknown = await append(client, agent, "run_" + "0" * 32, invalid)
+    assert unknown.status_code == 404
+    await finish(client, agent, run_id)
+    final = await append(client, agent, run_id, invalid)
+    assert final.status_code == 409
+    assert final.json()["error"] == "run_finished"
+
+
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
 async def test_run_status_update(client: httpx.AsyncClient, method: str) -> None:
     agent = await new_agent(client)

@@ -7,15 +7,24 @@ The fast path must give every body the same result as decoding each event with
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.errors import ValidationFailed
 from core.security import is_public_id
 from ingest.events import _decode_common, _parse_checked, parse_events
-from schema.structs import MAX_PAYLOAD_BYTES, decode_entry, entry_events
+from schema.structs import (
+    MAX_PAYLOAD_BYTES,
+    SEVERITIES,
+    _has_oversized_number,
+    decode_entry,
+    entry_events,
+)
 
 Outcome = tuple[int, list[tuple[object, ...]], list[tuple[int, str, str]]] | str
 
@@ -127,6 +136,16 @@ OTHER_BODIES = {
     "exponent beyond 1000": _events_text(b'{"event_type":"ab","payload":[1e1001]}'),
     "negative exponent beyond 1000": _events_text(b'{"event_type":"ab","payload":1E-01001}'),
     "1001 digits": _events_text(b'{"event_type":"ab","payload":' + b"7" * 1001 + b"}"),
+    # A run of 1001 digits and points may hold 1001 digits, so it takes the checked path.
+    "1000 digits around a point": _events_text(
+        b'{"event_type":"ab","payload":' + b"7" * 500 + b"." + b"7" * 500 + b"}"
+    ),
+    "1200 digits around a point": _events_text(
+        b'{"event_type":"ab","payload":{"n":' + b"9" * 600 + b"." + b"9" * 600 + b"}}"
+    ),
+    "1200 digits and an e1000 string": _events_text(
+        b'{"event_type":"ab","payload":{"k":"e1000","n":' + b"9" * 600 + b"." + b"9" * 600 + b"}}"
+    ),
     "payload over 1 MiB": _batch(_event(payload="a" * MAX_PAYLOAD_BYTES)),
     "short event type": _batch(_event(event_type="a"), _event()),
     "missing event type": _batch({"message": "m"}),
@@ -173,6 +192,14 @@ def test_common_body_travels_as_sent() -> None:
     assert body in parsed.entry
 
 
+def test_padded_body_is_listed() -> None:
+    """A body far larger than its events would take Redis memory the backlog limit misses."""
+    body = b'{"events":[{"event_type":"request_sent"}' + b" " * MAX_PAYLOAD_BYTES * 2 + b"]}"
+    parsed = parse_events(body, run_id=RUN_ID, received_at=RECEIVED_AT)
+    assert (parsed.field, parsed.count) == ("batch", 1)
+    assert len(parsed.entry) < 1000
+
+
 @pytest.mark.parametrize(
     ("name", "travelling"),
     [("plain batch", ("body", 3, 3)), ("ids and no ids", ("body", 4, 4)),
@@ -198,3 +225,295 @@ def test_parse_events_gives_distinct_public_ids(events: list[dict[str, object]])
     public_ids = {public_id for public_id, _, _ in entry_events(batch)}
     assert len(public_ids) == parsed.count >= 999
     assert all(is_public_id(public_id, "evt") for public_id in public_ids)
+
+
+# Strategies for `test_generated_bodies_match_checked_path`. They build raw JSON text,
+# so that a body can contain escapes and bytes that msgspec never writes. The base
+# strategies give events in the common form that `EventIn` accepts, and the edits give
+# values on or past each limit.
+_CHARACTERS = st.one_of(
+    st.sampled_from('ab_-./ "\\\n\t\x7fé✓\u2028😀'),
+    st.characters(codec="utf-8", min_codepoint=0x20),
+)
+
+
+def _strings(min_size: int, max_size: int) -> st.SearchStrategy[bytes]:
+    return st.text(_CHARACTERS, min_size=min_size, max_size=max_size).map(msgspec.json.encode)
+
+
+def _repeated(sizes: st.SearchStrategy[int]) -> st.SearchStrategy[bytes]:
+    """Build JSON strings of one repeated character, for lengths near a limit."""
+    return st.builds(lambda char, size: msgspec.json.encode(char * size), _CHARACTERS, sizes)
+
+
+_ODD_STRINGS = st.sampled_from(
+    [
+        b'"a\\u0000b"',
+        b'"\\ud800"',
+        b'"x\\udc00y"',
+        b'"\\udc00\\ud800"',
+        b'"\\ud83d\\ude00"',
+        b'"\\u00e9\\u0041"',
+        b'"caf\xe9"',
+        b'"\xed\xa0\x80"',
+        b'"\\/\\b\\f"',
+        b"null",
+        b"12",
+        b"[]",
+        b"{}",
+    ]
+)
+_SAFE_NUMBERS = st.one_of(
+    st.integers().map(lambda number: str(number).encode()),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda number: repr(number).encode()),
+    st.sampled_from([b"1e300", b"-2.5E-300", b"1E999", b"1e-0999", b"7" * 1000, b"-0.0"]),
+)
+_BIG_EXPONENTS = st.sampled_from(
+    [b"1e1000", b"1E-1000", b"1e1001", b"1E+1001", b"-1e-01001", b"1e00000000001001", b"2.5e9999"]
+)
+_LONG_NUMBERS = st.sampled_from(
+    [
+        b"7" * 1000,
+        b"7" * 1001,
+        b"-" + b"7" * 1001,
+        b"0." + b"7" * 1001,
+        b"7" * 500 + b"." + b"7" * 501,
+        b"1" * 1000 + b"e5",
+    ]
+)
+_EDGE_NUMBERS = st.one_of(_BIG_EXPONENTS, _LONG_NUMBERS)
+
+
+def _json_values(leaves: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    keys = st.tuples(_strings(0, 8), st.sampled_from([b":", b" : "]))
+    return st.recursive(
+        leaves,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4).map(lambda items: b"[" + b",".join(items) + b"]"),
+            st.lists(st.tuples(keys, children), max_size=4).map(
+                lambda items: b"{" + b", ".join(k + c + v for (k, c), v in items) + b"}"
+            ),
+        ),
+        max_leaves=6,
+    )
+
+
+_SAFE_LEAVES = st.one_of(
+    st.sampled_from([b"null", b"true", b"false"]), _SAFE_NUMBERS, _strings(0, 20)
+)
+_EDGE_LEAVES = st.one_of(_SAFE_LEAVES, _EDGE_NUMBERS, _ODD_STRINGS)
+
+
+def _times(min_year: int, max_year: int, zones: list[str]) -> st.SearchStrategy[bytes]:
+    moments = st.datetimes(dt.datetime(min_year, 1, 1), dt.datetime(max_year, 12, 31))
+    return st.builds(
+        lambda moment, zone: f'"{moment.isoformat()}{zone}"'.encode(),
+        moments,
+        st.sampled_from(zones),
+    )
+
+
+_ZONE_SUFFIXES = ["Z", "+05:30", "-01:00"]
+_EDGE_TIMES = st.one_of(
+    st.sampled_from(
+        [
+            b'"1970-01-01T00:00:00Z"',
+            b'"1969-12-31T23:59:59.999999Z"',
+            b'"1970-01-01T00:30:00+01:00"',
+            b'"8999-12-31T23:59:59Z"',
+            b'"9000-01-01T00:00:00Z"',
+            b'"8999-12-31T23:30:00-01:00"',
+            b'"0001-01-01T00:30:00+01:00"',
+            b'"9999-12-31T23:30:00-01:00"',
+        ]
+    ),
+    _times(1, 1969, _ZONE_SUFFIXES),
+    _times(9000, 9999, _ZONE_SUFFIXES),
+)
+_ODD_TIMES = st.one_of(
+    st.sampled_from([b'"2025-06-01 12:00:00z"', b'"2025-06-01"', b'"yesterday"', b"0"]),
+    _times(1, 9999, ["", "+00:00"]),
+)
+# A value of None leaves the field out of the event.
+BASE_FIELDS: dict[str, st.SearchStrategy[bytes | None]] = {
+    "event_type": st.one_of(_strings(2, 16), _repeated(st.integers(2, 120))),
+    "severity": st.sampled_from([None, *(f'"{name}"'.encode() for name in SEVERITIES)]),
+    "message": st.one_of(st.none(), _strings(0, 24), _repeated(st.integers(990, 1000))),
+    "payload": st.one_of(st.none(), st.just(b"null"), _json_values(_SAFE_LEAVES)),
+    "occurred_at": st.one_of(
+        st.none(), st.just(b"null"), _times(1971, 8998, ["Z", "+05:30", "-01:00", "+00:00"])
+    ),
+}
+NOT_EVENTS = st.sampled_from([b"[1]", b"null", b'"ab"', b"{}", b"{"])
+# Edits that set one field of an event to an edge value. An edit without a field name
+# replaces the whole event with text that is not an event object.
+Edit = tuple[str | None, st.SearchStrategy[bytes | None]]
+EDGE_EDITS: list[Edit] = [
+    ("event_type", st.one_of(st.none(), _strings(0, 125), _repeated(st.integers(119, 122)))),
+    ("event_type", _ODD_STRINGS),
+    ("severity", st.sampled_from([b'"WARN"', b'"warn"', b'"Error"', b'""', b'"fatal"'])),
+    ("severity", st.sampled_from([b'"\\u0069nfo"', b"null", b"1"])),
+    ("message", st.one_of(_repeated(st.integers(1001, 1005)), _ODD_STRINGS)),
+    ("payload", st.one_of(_json_values(_EDGE_LEAVES), st.just(b"[" * 3000 + b"]" * 3000))),
+    (
+        "event_id",
+        st.sampled_from([b'""', b'"' + b"i" * 101 + b'"', b'"' + "é".encode() * 100 + b'"']),
+    ),
+    ("event_id", _ODD_STRINGS),
+    ("occurred_at", st.one_of(_EDGE_TIMES, _ODD_TIMES)),
+    ("agent_version", _json_values(_EDGE_LEAVES)),
+    ("EVENT_TYPE", _strings(0, 4)),
+    (None, NOT_EVENTS),
+]
+_ESCAPED_STRINGS = st.sampled_from(
+    [b'"a\\u0000b"', b'"\\u00e9\\u0041"', b'"ab\\ud83d\\ude00"', b'"\\/\\b\\f"']
+)
+# Edits to values that `CommonEventIn` decodes, so that only `common_events_valid`
+# can send their body to the checked path.
+BODY_CHECK_EDITS: list[Edit] = [
+    ("event_type", _ESCAPED_STRINGS),
+    ("message", _ESCAPED_STRINGS),
+    ("event_id", _ESCAPED_STRINGS),
+    ("payload", _BIG_EXPONENTS),
+    ("payload", _json_values(_BIG_EXPONENTS)),
+    ("payload", _LONG_NUMBERS),
+    ("payload", _json_values(_LONG_NUMBERS)),
+    ("payload", _ODD_STRINGS),
+    ("payload", _json_values(_ODD_STRINGS)),
+    ("payload", st.sampled_from([b'"caf\xe9"', b'["\xed\xa0\x80", 1]', b'{"\xff": 1}'])),
+    ("occurred_at", _EDGE_TIMES),
+    ("agent_version", _json_values(_EDGE_LEAVES)),
+]
+# Event ids by kind. The `%d` of a distinct id becomes the event's index.
+EVENT_IDS = {
+    "none": [None, b"null"],
+    "distinct": [b'"e-%d"', b'"\xc3\xa9-%d"', b'"' + b"i" * 94 + b'%06d"'],
+    "repeated": [b'"a"', b'"b"', b'"\xc3\xa9"'],
+}
+
+
+@st.composite
+def _event_ids(draw: st.DrawFn, count: int) -> list[bytes | None]:
+    """Draw the event ids of a batch, which are missing, distinct, repeated or a mix."""
+    kinds = draw(st.lists(st.sampled_from(sorted(EVENT_IDS)), min_size=1, max_size=3))
+    choices = [event_id for kind in kinds for event_id in EVENT_IDS[kind]]
+    ids = []
+    for index in range(count):
+        event_id = choices[draw(st.integers(0, len(choices) - 1))]
+        if event_id is not None and b"%" in event_id:
+            event_id %= index
+        ids.append(event_id)
+    return ids
+
+
+@st.composite
+def _events(draw: st.DrawFn, count: int) -> list[dict[str, bytes | None] | bytes]:
+    """Draw `count` events in the common form, and edit one or two values in most bodies.
+
+    The events cycle through up to three drawn templates, because drawing every
+    event of a 30-event batch would make each example many times slower.
+    """
+    templates = [
+        {name: draw(values) for name, values in BASE_FIELDS.items()}
+        for _ in range(draw(st.integers(1, 3)))
+    ]
+    events: list[dict[str, bytes | None] | bytes] = [
+        {**templates[index % len(templates)], "event_id": event_id}
+        for index, event_id in enumerate(draw(_event_ids(count)))
+    ]
+    edits = draw(st.sampled_from([[], BODY_CHECK_EDITS, BODY_CHECK_EDITS, EDGE_EDITS]))
+    for _ in range(draw(st.integers(1, 2)) if edits and count else 0):
+        index = draw(st.integers(0, count - 1))
+        name, values = edits[draw(st.integers(0, len(edits) - 1))]
+        event = events[index]
+        if name is None:
+            events[index] = draw(NOT_EVENTS)
+        elif isinstance(event, dict):
+            event[name] = draw(values)
+    return events
+
+
+def _object_text(members: Iterable[tuple[str, bytes | None]], comma: bytes, colon: bytes) -> bytes:
+    texts = [f'"{name}"'.encode() + colon + value for name, value in members if value is not None]
+    return b"{" + comma.join(texts) + b"}"
+
+
+def _escape_non_ascii(body: bytes) -> bytes:
+    """Write each non-ASCII character of a body as `\\u` escapes, keeping invalid UTF-8 bytes."""
+    # Decoding with surrogateescape turns each invalid byte into one of U+DC80..U+DCFF,
+    # which stays as it is, so that encoding gives back the same byte.
+    chars = []
+    for char in body.decode("utf-8", "surrogateescape"):
+        if char.isascii() or "\udc80" <= char <= "\udcff":
+            chars.append(char)
+        else:
+            chars.append(json.dumps(char)[1:-1])  # Gives a surrogate pair above U+FFFF.
+    return "".join(chars).encode("utf-8", "surrogateescape")
+
+
+@st.composite
+def _bodies(draw: st.DrawFn) -> bytes:
+    """Draw a body of 1 to 30 events.
+
+    Now and then the body is an empty batch, a bare event or a batch with an extra
+    top-level field instead.
+    """
+    comma, colon = draw(st.sampled_from([(b",", b":"), (b", ", b": "), (b"\n ,", b" :\t")]))
+    shape = draw(st.sampled_from(["batch"] * 14 + ["single", "empty", "extra field"]))
+    count = {"single": 1, "empty": 0}.get(shape, draw(st.integers(1, 30)))
+    order = draw(st.permutations(sorted({name for name, _ in EDGE_EDITS if name})))
+    texts = []
+    for event in draw(_events(count)):
+        if isinstance(event, dict):
+            fields = sorted(event.items(), key=lambda item: order.index(item[0]))
+            event = _object_text(fields, comma, colon)
+        texts.append(event)
+    members = [("events", b"[" + comma.join(texts) + b"]")]
+    if shape == "extra field":
+        members.insert(draw(st.integers(0, 1)), ("run", b'"x"'))
+    body = texts[0] if shape == "single" else _object_text(members, comma, colon)
+    return _escape_non_ascii(body) if draw(st.sampled_from([False] * 5 + [True])) else body
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(body=_bodies())
+def test_generated_bodies_match_checked_path(body: bytes) -> None:
+    """Bodies on both sides of each fast-path check get the checked path's outcome."""
+    assert _parsed_outcome(body) == _checked_outcome(body)
+
+
+OVERSIZED_NUMBERS = {
+    b"1e1000": False,
+    b"1e1001": True,
+    b"1E+1001": True,
+    b"-1e-01001": True,
+    b"1e00000000001001": True,
+    b"2.5e9999": True,
+    b"1e-1000": False,
+    b"1e0999": False,
+    b"[1e999, 1e1001]": True,
+    b"7" * 1000: False,
+    b"7" * 1001: True,
+    b"-" + b"7" * 1001: True,
+    b"0." + b"7" * 999: False,
+    b"0." + b"7" * 1000: True,
+    b"7" * 500 + b"." + b"7" * 501: True,
+    b'"' + b"7" * 2000 + b'"': False,
+    b'["1e5000", "a\\"1e5000", true, 1e3]': False,
+    b"[1e" + b"0" * 1001 + b", 1E+" + b"0" * 1001 + b", 1e-" + b"0" * 1001 + b"]": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "oversized"), OVERSIZED_NUMBERS.items(), ids=lambda value: repr(value)[:30]
+)
+def test_oversized_numbers_found_exactly(text: bytes, oversized: bool) -> None:
+    assert _has_oversized_number(text) is oversized
+
+
+@pytest.mark.parametrize("name", ["1200 digits around a point", "1200 digits and an e1000 string"])
+def test_long_mantissa_rejected(name: str) -> None:
+    parsed = parse_events(OTHER_BODIES[name], run_id=RUN_ID, received_at=RECEIVED_AT)
+    assert parsed.accepted == 0
+    assert [rejection.index for rejection in parsed.rejected] == [0]
+    assert "more than 1000 digits" in parsed.rejected[0].message

@@ -228,7 +228,7 @@ class ShardConsumer:
             try:
                 count = int(fields[b"n"])
                 batch = decode_entry(fields)
-            except (KeyError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (KeyError, ValueError, RecursionError, msgspec.DecodeError) as exc:
                 await self._dead_letter(entry_id, fields, f"undecodable entry: {exc!r}")
                 continue
             decoded.append((entry_id, batch))

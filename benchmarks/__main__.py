@@ -30,6 +30,7 @@ from benchmarks.machine import describe_machine, load_average
 from benchmarks.report import NOISE_WARNING, render_results, render_tables
 from benchmarks.session import Plan, Session, progress
 from benchmarks.stats import Figure
+from benchmarks.targets import check_targets, render_targets
 
 MEASUREMENTS: dict[str, ModuleType] = {
     "ingest": bench_ingest,
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = render_tables(figures, notes)
     print()
     print(tables)
+    print("\n".join(["### Targets", "", *render_targets(check_targets(figures))]))
     if args.write_results:
         command = "uv run python -m benchmarks" + "".join(
             f" {arg}" for arg in (argv if argv is not None else sys.argv[1:])

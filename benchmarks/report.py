@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 
 from benchmarks.stats import Figure, Stat
+from benchmarks.targets import check_targets, render_targets
 
 __all__ = ["NOISE_WARNING", "render_results", "render_tables"]
 
@@ -106,6 +107,14 @@ def render_results(
             "",
             "Each figure is the median of the repetitions, with their min and max. A ratio is "
             "the figure divided by its ceiling, computed repetition by repetition.",
+            "",
+            "### Targets",
+            "",
+            "Each measured ratio divides two medians of the tables below. The end-to-end "
+            "measurement fails unless every accepted event is counted in its run's score, so "
+            "a figure there means nothing was lost.",
+            "",
+            *render_targets(check_targets(figures)),
             "",
             render_tables(figures, notes),
         ]

@@ -113,6 +113,9 @@ def render_targets(checks: Sequence[Check]) -> list[str]:
     """Render the checks as a Markdown table."""
     lines = ["| target | measured ratio | met |", "|---|---:|---|"]
     for check in checks:
-        met = "not checked" if check.met is None else ("yes" if check.met else "no")
+        if check.met is None:
+            met = "not checked"
+        else:
+            met = "yes" if check.met else "no"
         lines.append(f"| {check.target} | {check.measured} | {met} |")
     return lines

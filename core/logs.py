@@ -39,9 +39,9 @@ class AccessLog:
     """One line per request for the `softadastra.access` logger, written in batches.
 
     A line looks like any other record of `configure_logging` (time, level, logger,
-    message), but it skips the `logging` machinery: a LogRecord, its formatting and a
-    flushed write per request took 15–24 µs a line, against about 4 µs here (to a
-    file, on a 2-core machine). The lines of one event-loop pass go to stderr in one
+    message), but it skips the `logging` machinery. A LogRecord, its formatting and a
+    flushed write took 15–24 µs a line, against about 4 µs here (writing to a file, on
+    a 2-core machine). The lines of one event-loop pass go to stderr in one
     write right after that pass, so they may follow records that other loggers wrote
     during it. The logger's level still switches them on and off (`CLOUD_ACCESS_LOG`).
     """

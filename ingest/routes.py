@@ -151,7 +151,7 @@ async def append_events(request: Request) -> Response:
                 pipeline=context.appends,
             )
         else:
-            # Nothing to append, but a final, foreign or unknown run still answers so.
+            # Nothing to append, but a final, foreign or unknown run still gets its 409 or 404.
             outcome = await streams.check_run(
                 context.redis, keys, run_id=run_id, project_key=agent.project_key
             )

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import redis.exceptions
@@ -18,24 +14,19 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.asgi import DirectRoute, RequestIdMiddleware, RequestTracking, ServiceApp
 from core.config import Settings
 from core.connections import check_redis_durability, connect_postgres, connect_redis
 from core.context import AppContext
 from core.errors import ServiceUnavailable, error_response, exception_handlers
 from core.http import ok
-from core.logs import AccessLog
-from core.metrics import HTTP_REQUESTS, metrics_endpoint
+from core.metrics import metrics_endpoint
 from schema.responses import Health
 
-__all__ = ["DirectRouteMiddleware", "create_app", "ctx", "health_routes", "merge_routes"]
+__all__ = ["create_app", "ctx", "health_routes", "merge_routes"]
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Request, Exception], Awaitable[Response]]
-_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CORS_HEADERS = [
     "Content-Type",
     "Content-Encoding",
@@ -51,145 +42,6 @@ CORS_HEADERS = [
 
 def ctx(request: Request) -> AppContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
-
-
-class RequestIdMiddleware:
-    """Give every request an id (the caller's `X-Request-Id` when it is sane), echo it
-    on the response, and count and log the request. Unhandled errors get a 500
-    envelope that quotes the id."""
-
-    def __init__(self, app: ASGIApp, *, role: str) -> None:
-        self.app = app
-        self.role = role
-        # Labelled children of HTTP_REQUESTS by (method, status), because `labels()`
-        # costs more than the increment itself.
-        self._request_counters: dict[tuple[str, int], Any] = {}
-        # One line per request; raise the logger's level to silence it on a busy ingest.
-        self._access_log = AccessLog()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _REQUEST_ID.match(candidate):
-                    request_id = candidate
-                break
-        request_id = request_id or f"req_{secrets.token_hex(12)}"
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 0
-        began = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("request %s %s %s failed", request_id, scope["method"], scope["path"])
-            if status:
-                raise
-            response = error_response(
-                500,
-                "internal_error",
-                f"The server failed to handle the request; quote request id {request_id} "
-                "when reporting it",
-            )
-            await response(scope, receive, send_with_id)
-        finally:
-            self._count_request(scope["method"], status)
-            if self._access_log.enabled():
-                self._log_access(scope, request_id, status, time.perf_counter() - began)
-
-    def _log_access(self, scope: Scope, request_id: str, status: int, elapsed_s: float) -> None:
-        path = scope["path"]
-        if not path.isprintable():
-            # A decoded %0A would otherwise start a forged log line.
-            path = path.encode("unicode_escape").decode("ascii")
-        self._access_log.write(
-            f"{request_id} {scope['method']} {path} {status} {elapsed_s * 1000:.1f}ms"
-        )
-
-    def _count_request(self, method: str, status: int) -> None:
-        counter = self._request_counters.get((method, status))
-        if counter is None:
-            counter = HTTP_REQUESTS.labels(self.role, method, str(status))
-            # Methods come from clients, so only known ones are kept.
-            if method in _KNOWN_METHODS:
-                self._request_counters[(method, status)] = counter
-        counter.inc()
-
-
-class DirectRouteMiddleware:
-    """Serve a few hot routes without Starlette's router, CORS and exception layers.
-
-    A request goes direct when its method and path match one of `routes` and it has
-    no `Origin` header, because CORS adds headers to cross-origin responses. Every
-    other request goes on to `app`. An exception raised by the endpoint becomes a
-    response through the app's exception handlers, looked up along the exception's
-    MRO as Starlette does, so a response is the same either way. Exceptions without
-    a handler propagate to `RequestIdMiddleware`, as they do from the router.
-    """
-
-    def __init__(
-        self, app: ASGIApp, *, routes: Sequence[Route], handlers: Mapping[Any, Handler]
-    ) -> None:
-        self.app = app
-        self._routes = [(route.path_regex, route.methods or set(), route) for route in routes]
-        # Starlette serves `Exception` and 500 from its outermost middleware and
-        # status-code keys only for HTTPException, so neither belongs here.
-        self._handlers = {
-            key: handler
-            for key, handler in handlers.items()
-            if isinstance(key, type) and key is not Exception
-        }
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._match(scope) if scope["type"] == "http" else None
-        if route is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive, send)
-        try:
-            response = await route.endpoint(request)
-        except Exception as exc:
-            handler = self._handler_for(exc)
-            if handler is None:
-                raise
-            response = await handler(request, exc)
-        await response(scope, receive, send)
-
-    def _match(self, scope: Scope) -> Route | None:
-        # Starlette matches routes against `path` minus `root_path`, so a request under
-        # a root path goes to the router.
-        if scope.get("root_path"):
-            return None
-        method = scope["method"]
-        path = scope["path"]
-        for path_regex, methods, route in self._routes:
-            match = path_regex.match(path)
-            if match is None or method not in methods:
-                continue
-            if any(name == b"origin" for name, _ in scope["headers"]):
-                return None
-            scope["path_params"] = match.groupdict()
-            return route
-        return None
-
-    def _handler_for(self, exc: Exception) -> Handler | None:
-        for cls in type(exc).__mro__:
-            handler = self._handlers.get(cls)
-            if handler is not None:
-                return handler
-        return None
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
@@ -300,13 +152,14 @@ def create_app(
     routes: Sequence[BaseRoute],
     *,
     role: str,
-    direct_routes: Sequence[Route] = (),
-) -> Starlette:
-    """Build an app serving `routes` with the shared middleware, errors and lifespan.
+    direct_routes: Sequence[DirectRoute] = (),
+) -> ServiceApp:
+    """Build an app serving `routes` and `direct_routes` with the shared middleware,
+    errors and lifespan.
 
     `role` (ingest, api or all-in-one) is reported by /health, so an operator can
-    tell which service responded. `direct_routes`, which must also be in `routes`,
-    skip the router as `DirectRouteMiddleware` describes.
+    tell which service responded. `direct_routes` skip the middleware stack when
+    they can, as `ServiceApp` describes.
     """
 
     @contextlib.asynccontextmanager
@@ -342,9 +195,9 @@ def create_app(
         handlers[unavailable] = _unavailable
     handlers[asyncpg.CharacterNotInRepertoireError] = _bad_text
     handlers[asyncpg.UntranslatableCharacterError] = _bad_text
+    tracking = RequestTracking(role)
     middleware = [
-        Middleware(RequestIdMiddleware, role=role),
-        Middleware(DirectRouteMiddleware, routes=direct_routes, handlers=handlers),
+        Middleware(RequestIdMiddleware, tracking=tracking),
         Middleware(
             CORSMiddleware,
             allow_origins=[settings.cors_allowed_origin],
@@ -354,8 +207,14 @@ def create_app(
             expose_headers=["X-Request-Id", "Retry-After"],
         ),
     ]
-    app = Starlette(
-        routes=merge_routes([*health_routes(), *routes]),
+    app = ServiceApp(
+        tracking=tracking,
+        direct_routes=direct_routes,
+        # CORSMiddleware adds this to the responses of requests without an Origin.
+        direct_headers=[(b"vary", b"Origin")],
+        routes=merge_routes(
+            [*health_routes(), *routes, *(direct.route() for direct in direct_routes)]
+        ),
         middleware=middleware,
         exception_handlers=handlers,  # type: ignore[arg-type]
         lifespan=lifespan,

@@ -18,6 +18,7 @@ __all__ = [
     "decode_body",
     "decode_error_message",
     "decode_json",
+    "envelope",
     "listing",
     "ok",
     "page_params",
@@ -94,9 +95,13 @@ _CHARSET = re.compile(r"charset\s*=\s*([^;\s]+)", re.IGNORECASE)
 _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
 
 
+def envelope(data: Any, message: str) -> bytes:
+    """Encode the body of a successful response."""
+    return _encoder.encode({"success": True, "message": message, "data": data})
+
+
 def ok(data: Any, message: str, *, status: int = 200) -> Response:
-    body = _encoder.encode({"success": True, "message": message, "data": data})
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(envelope(data, message), status_code=status, media_type="application/json")
 
 
 def listing(items: list[Any], *, total: int, limit: int, offset: int, message: str) -> Response:

@@ -16,9 +16,10 @@ from starlette.routing import Route
 
 from core import streams
 from core.app import ctx
+from core.asgi import DirectRoute
 from core.auth import AgentIdentity, agent_key_from
 from core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
-from core.http import decode_body, ok, read_body
+from core.http import decode_body, envelope, ok, read_body
 from core.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from core.repositories.runs import RunScope
 from core.services import reports as reports_service
@@ -126,7 +127,7 @@ async def _load_run_state(request: Request, agent: AgentIdentity, keys: streams.
     )
 
 
-async def append_events(request: Request) -> Response:
+async def append_events(request: Request) -> bytes:
     agent = await _agent(request)
     context = ctx(request)
     settings = context.settings
@@ -164,7 +165,7 @@ async def append_events(request: Request) -> Response:
     if rejected:
         EVENTS_REJECTED.inc(len(rejected))
     message = f"{accepted} events accepted, {len(rejected)} rejected"
-    return ok(Appended(accepted=accepted, rejected=rejected), message, status=202)
+    return envelope(Appended(accepted=accepted, rejected=rejected), message)
 
 
 def _raise_for_outcome(outcome: streams.AppendOutcome, run_id: str, detail: str) -> None:
@@ -202,12 +203,13 @@ async def submit_report(request: Request) -> Response:
     return ok(reports_service.report_json(row), "Report updated")
 
 
-# The route agents call most, served by `DirectRouteMiddleware` when it can be.
-events_route = Route("/api/runs/{run_id}/events", append_events, methods=["POST"])
+# The route agents call most, served without the middleware stack when it can be.
+events_route = DirectRoute(
+    "/api/runs/{run_id}/events", append_events, status=202, methods=("POST",)
+)
 routes = [
     Route("/api/runs", create_run, methods=["POST"]),
     Route("/api/runs/{run_id}/status", update_status, methods=["POST", "PATCH"]),
     Route("/api/runs/{run_id}/finish", finish_run, methods=["POST"]),
-    events_route,
     Route("/api/runs/{run_id}/report", submit_report, methods=["POST", "PUT"]),
 ]

@@ -17,7 +17,12 @@ from starlette.routing import BaseRoute, Route
 
 from core.asgi import DirectRoute, RequestIdMiddleware, RequestTracking, ServiceApp
 from core.config import Settings
-from core.connections import check_redis_durability, connect_postgres, connect_redis
+from core.connections import (
+    check_redis_durability,
+    connect_postgres,
+    connect_redis,
+    connect_scripts,
+)
 from core.context import AppContext
 from core.errors import ServiceUnavailable, error_response, exception_handlers
 from core.http import ok
@@ -167,16 +172,16 @@ def create_app(
         assert settings.database_url and settings.redis_url, "URLs are resolved before serving"
         pool = await connect_postgres(settings.database_url)
         redis_client = connect_redis(settings.redis_url, settings)
-        appends_client = connect_redis(settings.redis_url, settings, socket_timeout=False)
+        scripts = connect_scripts(settings.redis_url, settings)
         await check_redis_durability(redis_client)
         app.state.ctx = AppContext.build(
-            settings=settings, pool=pool, redis=redis_client, appends_redis=appends_client
+            settings=settings, pool=pool, redis=redis_client, scripts=scripts
         )
         app.state.role = role
         try:
             yield
         finally:
-            await appends_client.aclose()
+            await scripts.close()
             await redis_client.aclose()
             await pool.close()
 

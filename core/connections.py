@@ -10,9 +10,17 @@ import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from core import streams
 from core.config import Settings
+from core.script_connection import ScriptConnection
 
-__all__ = ["check_redis_durability", "connect_postgres", "connect_redis", "redis_socket_timeout_s"]
+__all__ = [
+    "check_redis_durability",
+    "connect_scripts",
+    "connect_postgres",
+    "connect_redis",
+    "redis_socket_timeout_s",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +77,7 @@ def connect_redis(url: str, settings: Settings, *, socket_timeout: bool = True) 
     """Create a client whose commands time out after `redis_socket_timeout_s`.
 
     With `socket_timeout` False they have no timeout, and the caller must bound them
-    (`PipelinedScript` does).
+    (`ScriptPipeline` does).
     """
     pool = aioredis.ConnectionPool.from_url(
         url,
@@ -82,6 +90,20 @@ def connect_redis(url: str, settings: Settings, *, socket_timeout: bool = True) 
     if pool.connection_class is aioredis.Connection:
         pool.connection_class = HiredisPackingConnection
     return aioredis.Redis.from_pool(pool)
+
+
+def connect_scripts(url: str, settings: Settings) -> ScriptConnection | streams.ScriptPipeline:
+    """Create what sends ingest's script calls, bounded by `redis_socket_timeout_s`.
+
+    A `redis://` URL gets a `ScriptConnection`. TLS and Unix socket URLs get a
+    `ScriptPipeline` on a redis-py client of its own, without a socket timeout,
+    since the pipeline bounds its calls as a whole.
+    """
+    timeout_s = redis_socket_timeout_s(settings)
+    if ScriptConnection.supports(url):
+        return ScriptConnection(url, timeout_s=timeout_s)
+    client = connect_redis(url, settings, socket_timeout=False)
+    return streams.ScriptPipeline(client, timeout_s=timeout_s)
 
 
 async def check_redis_durability(client: aioredis.Redis) -> None:

@@ -28,7 +28,8 @@ class AppContext:
     passwords: PasswordHasher
     agent_keys: AgentKeyCache
     agent_rate: LeasedLimit | None
-    appends: streams.PipelinedScript
+    # Sends the script calls of ingest's hot path: appends and rate-limit leases.
+    scripts: streams.ScriptCaller
 
     @classmethod
     def build(
@@ -37,10 +38,9 @@ class AppContext:
         settings: Settings,
         pool: asyncpg.Pool,
         redis: aioredis.Redis,
-        appends_redis: aioredis.Redis | None = None,
+        scripts: streams.ScriptCaller | None = None,
     ) -> AppContext:
-        """Build the context; `appends_redis`, a client without a socket timeout, sends
-        the event appends, bounded by the socket timeout of `redis` as a whole."""
+        """Build the context; `scripts` defaults to a `ScriptPipeline` on `redis`."""
         return cls(
             settings=settings,
             pool=pool,
@@ -58,7 +58,6 @@ class AppContext:
             )
             if settings.agent_rate_per_s
             else None,
-            appends=streams.append_pipeline(
-                appends_redis or redis, timeout_s=redis_socket_timeout_s(settings)
-            ),
+            scripts=scripts
+            or streams.ScriptPipeline(redis, timeout_s=redis_socket_timeout_s(settings)),
         )

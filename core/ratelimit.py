@@ -9,7 +9,7 @@ import math
 import redis.asyncio as aioredis
 
 from core.errors import TooManyRequests
-from core.streams import RedisScript
+from core.streams import RedisScript, ScriptCaller
 
 __all__ = ["LeasedLimit", "Limit", "take_token"]
 
@@ -82,7 +82,7 @@ class LeasedLimit:
         self._local: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def take(self, redis: aioredis.Redis, subject: str, *, what: str) -> None:
+    async def take(self, scripts: ScriptCaller, subject: str, *, what: str) -> None:
         """Spend one token of `subject`, or raise 429 `rate_limited` with Retry-After."""
         if self._spend_local(subject):
             return
@@ -96,7 +96,7 @@ class LeasedLimit:
         async with lock:
             if self._spend_local(subject):
                 return
-            await self._lease(redis, subject, what=what)
+            await self._lease(scripts, subject, what=what)
 
     def _spend_local(self, subject: str) -> bool:
         local = self._local.get(subject, 0)
@@ -105,13 +105,13 @@ class LeasedLimit:
         self._local[subject] = local - 1
         return True
 
-    async def _lease(self, redis: aioredis.Redis, subject: str, *, what: str) -> None:
+    async def _lease(self, scripts: ScriptCaller, subject: str, *, what: str) -> None:
         key = f"sa:rate:{self.limit.name}:{subject}"
         args = (self.limit.per_s, self.limit.burst)
-        allowed, wait_ms = await _TOKEN_BUCKET(redis, (key,), (*args, self.lease))
+        allowed, wait_ms = await scripts(_TOKEN_BUCKET, (key,), (*args, self.lease))
         granted = self.lease
         if not int(allowed) and self.lease > 1:
-            allowed, wait_ms = await _TOKEN_BUCKET(redis, (key,), (*args, 1))
+            allowed, wait_ms = await scripts(_TOKEN_BUCKET, (key,), (*args, 1))
             granted = 1
         if not int(allowed):
             retry_after_s = max(1, math.ceil(int(wait_ms) / 1000))

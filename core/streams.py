@@ -24,7 +24,7 @@ import asyncio
 import enum
 import hashlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -32,15 +32,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 __all__ = [
+    "APPEND_SCRIPT",
     "CONSUMER_GROUP",
     "AppendOutcome",
-    "PipelinedScript",
     "RedisScript",
+    "ScriptCaller",
+    "ScriptPipeline",
     "StreamKeys",
     "accepted_count",
     "ack_entries",
     "append_batch",
-    "append_pipeline",
     "check_run",
     "forget_run",
     "set_run_state",
@@ -135,11 +136,11 @@ class RedisScript:
             return await redis.eval(self.source, len(keys), *keys, *args)
 
 
-_Call = tuple[Sequence[str], Sequence[object], "asyncio.Future[Any]"]
+_Call = tuple[RedisScript, Sequence[str], Sequence[object], "asyncio.Future[Any]"]
 
 
-class PipelinedScript:
-    """Calls of one Lua script from concurrent tasks, sent to Redis in shared pipelines.
+class ScriptPipeline:
+    """Lua script calls from concurrent tasks, sent to Redis in shared pipelines.
 
     The calls made during one pass of the event loop go out as one pipeline, with one
     connection checkout, one write and one read for all of them. Each call still
@@ -153,22 +154,25 @@ class PipelinedScript:
     and its read in a timeout of its own.
     """
 
-    def __init__(
-        self, redis: aioredis.Redis, script: RedisScript, *, timeout_s: float | None = None
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, *, timeout_s: float | None = None) -> None:
         self._redis = redis
-        self._script = script
         self._timeout_s = timeout_s
         self._queued: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[object]) -> Any:
+    async def __call__(
+        self, script: RedisScript, keys: Sequence[str], args: Sequence[object]
+    ) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._queued:
             loop.call_soon(self._send_queued)
-        self._queued.append((keys, args, future))
+        self._queued.append((script, keys, args, future))
         return await future
+
+    async def close(self) -> None:
+        """Close the client given at creation."""
+        await self._redis.aclose()
 
     def _send_queued(self) -> None:
         calls, self._queued = self._queued, []
@@ -181,32 +185,36 @@ class PipelinedScript:
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for keys, args, _ in calls:
-                        pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                    for script, keys, args, _ in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
                     results = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
-            for _, _, future in calls:
+            for *_, future in calls:
                 future.cancel()
             raise
         except Exception as exc:
             results = [exc] * len(calls)
-        for (keys, args, future), result in zip(calls, results, strict=True):
+        for (script, keys, args, future), result in zip(calls, results, strict=True):
             if future.done():  # its caller was cancelled
                 continue
             if isinstance(result, NoScriptError):
                 # Redis lost its script cache (a restart), so this call ran nothing yet.
-                await self._call_alone(keys, args, future)
+                await self._call_alone(script, keys, args, future)
             elif isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
 
     async def _call_alone(
-        self, keys: Sequence[str], args: Sequence[object], future: asyncio.Future[Any]
+        self,
+        script: RedisScript,
+        keys: Sequence[str],
+        args: Sequence[object],
+        future: asyncio.Future[Any],
     ) -> None:
         try:
             async with asyncio.timeout(self._timeout_s):
-                result = await self._script(self._redis, keys, args)
+                result = await script(self._redis, keys, args)
         except Exception as exc:
             result = exc
         if future.done():  # its caller was cancelled meanwhile
@@ -217,12 +225,10 @@ class PipelinedScript:
             future.set_result(result)
 
 
-_append_script = RedisScript(_APPEND)
+APPEND_SCRIPT = RedisScript(_APPEND)
 _ack_script = RedisScript(_ACK)
-
-
-def append_pipeline(redis: aioredis.Redis, *, timeout_s: float | None = None) -> PipelinedScript:
-    return PipelinedScript(redis, _append_script, timeout_s=timeout_s)
+# What sends ingest's script calls: a ScriptPipeline or a ScriptConnection.
+ScriptCaller = Callable[[RedisScript, Sequence[str], Sequence[object]], Awaitable[Any]]
 
 
 async def append_batch(
@@ -235,21 +241,21 @@ async def append_batch(
     backlog_limit: int,
     entry: bytes,
     field: str = "batch",
-    pipeline: PipelinedScript | None = None,
+    pipeline: ScriptCaller | None = None,
 ) -> tuple[AppendOutcome, str]:
     """Append one encoded batch, as stream field `field`, if the run is open and the
     backlog has room.
 
     Returns the outcome and, when appended, the entry id; when the backlog is full,
-    the backlog's current size. With `pipeline` from `append_pipeline`, the script
-    call shares a round trip with the appends of other requests.
+    the backlog's current size. With `pipeline` (see `connections.connect_scripts`),
+    the script call shares a round trip with the script calls of other requests.
     """
     script_keys = (keys.events, keys.runs, keys.accepted, keys.backlog)
     script_args = (run_id, project_key, event_count, backlog_limit, entry, field)
     if pipeline is None:
-        result = await _append_script(redis, script_keys, script_args)
+        result = await APPEND_SCRIPT(redis, script_keys, script_args)
     else:
-        result = await pipeline(script_keys, script_args)
+        result = await pipeline(APPEND_SCRIPT, script_keys, script_args)
     outcome = AppendOutcome(_text(result[0]))
     detail = _text(result[1]) if len(result) > 1 else ""
     return outcome, detail

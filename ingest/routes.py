@@ -54,7 +54,7 @@ async def _agent(request: Request) -> AgentIdentity:
     agent = await context.agent_keys.resolve(context.pool, key)
     if context.agent_rate is not None:
         await context.agent_rate.take(
-            context.redis, agent.agent_id, what="requests with this agent key"
+            context.scripts, agent.agent_id, what="requests with this agent key"
         )
     return agent
 
@@ -149,7 +149,7 @@ async def append_events(request: Request) -> bytes:
                 backlog_limit=settings.backlog_limit_events,
                 field=field,
                 entry=entry,
-                pipeline=context.appends,
+                pipeline=context.scripts,
             )
         else:
             # Nothing to append, but a final, foreign or unknown run still gets its 409 or 404.

@@ -20,6 +20,7 @@ from core.config import Settings
 from core.errors import TooManyRequests
 from core.logs import ACCESS_LOGGER
 from core.ratelimit import LeasedLimit, Limit
+from core.script_connection import ScriptConnection
 from tests.faults import serve
 from tests.helpers import create_run, new_agent
 from workers.consumer import ShardConsumer
@@ -205,13 +206,25 @@ async def test_deleted_key_expires_on_other_processes(settings: Settings, clean:
     assert on_second.json()["error"] == "unauthorized"
 
 
+@pytest.mark.parametrize("kind", ["pipeline", "connection"])
 async def test_leased_limit_concurrent_takes_keep_tokens(
-    redis: aioredis.Redis, clean: None
+    redis: aioredis.Redis, settings: Settings, clean: None, kind: str
 ) -> None:
+    assert settings.redis_url
     limit = LeasedLimit(Limit("test", per_s=0.001, burst=100), lease=10)
-    results = await asyncio.gather(
-        *(limit.take(redis, "agent", what="requests") for _ in range(100)), return_exceptions=True
+    scripts: streams.ScriptCaller = (
+        ScriptConnection(settings.redis_url, timeout_s=5)
+        if kind == "connection"
+        else streams.ScriptPipeline(redis)
     )
-    assert [r for r in results if r is not None] == []
-    with pytest.raises(TooManyRequests):
-        await limit.take(redis, "agent", what="requests")
+    try:
+        results = await asyncio.gather(
+            *(limit.take(scripts, "agent", what="requests") for _ in range(100)),
+            return_exceptions=True,
+        )
+        assert [r for r in results if r is not None] == []
+        with pytest.raises(TooManyRequests):
+            await limit.take(scripts, "agent", what="requests")
+    finally:
+        if isinstance(scripts, ScriptConnection):
+            await scripts.close()

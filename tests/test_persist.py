@@ -20,6 +20,7 @@ from core.security import is_public_id, new_id
 from ingest.events import parse_events
 from schema.structs import SEVERITIES, StreamBatch, StreamEvent, decode_entry
 from workers import consumer as consumer_module
+from workers import worker as worker_module
 from workers.consumer import DeadLetterFlood, ShardConsumer, _chunks_by_events
 from workers.persist import persist_entries
 
@@ -360,3 +361,46 @@ async def test_consumer_persists_large_read_in_chunks(
     assert consumer.totals.entries == 6
     assert await redis.xlen(consumer.keys.events) == 0
     assert int(await redis.get(consumer.keys.backlog)) == 0
+
+
+async def test_prune_done_entries_keeps_redeliverable(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    clean: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records go once their entry left the stream and an hour passed, in chunks."""
+    consumers = [
+        ShardConsumer(shard=shard, settings=settings, pool=pool, redis=redis) for shard in range(2)
+    ]
+    first, empty = (consumer.keys.events for consumer in consumers)
+    await redis.xadd(first, {"n": 1}, id="5000-3")
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    recent = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    records = [
+        (first, "1000-0", old),
+        (first, "4999-99", old),
+        (first, "5000-2", old),
+        (first, "5000-3", old),  # still in the stream
+        (first, "6000-0", old),  # after the first entry left in the stream
+        (first, "2000-0", recent),  # too recent
+        (empty, "1000-0", old),
+        (empty, "9000-0", old),
+        (empty, "9500-0", recent),
+    ]
+    await pool.executemany(
+        "INSERT INTO stream_entries_done (stream, entry_id, created_at) VALUES ($1, $2, $3)",
+        records,
+    )
+    monkeypatch.setattr(worker_module, "_PRUNE_CHUNK", 2)
+    ctx = {"consumers": consumers, "stream_redis": redis, "pool": pool}
+    deleted = await worker_module.prune_done_entries(ctx)
+    rows = await pool.fetch("SELECT stream, entry_id FROM stream_entries_done")
+    assert deleted == 5
+    assert {(row["stream"], row["entry_id"]) for row in rows} == {
+        (first, "5000-3"),
+        (first, "6000-0"),
+        (first, "2000-0"),
+        (empty, "9500-0"),
+    }

@@ -21,7 +21,7 @@ from core.scoring import Counters, score_counters
 from core.services.scores import counters_from_row
 from schema.structs import StreamEntry, entry_events
 
-__all__ = ["PersistResult", "persist_entries"]
+__all__ = ["PersistResult", "persist_entries", "prune_done_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -268,3 +268,31 @@ async def persist_entries(
     if result.discarded:
         log.info("discarded %d events of deleted runs from %s", result.discarded, stream)
     return result
+
+
+# Entry ids are "<milliseconds>-<sequence>", so they compare as a pair of numbers.
+_PRUNE_DONE = """
+DELETE FROM stream_entries_done
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM stream_entries_done
+    WHERE stream = $1
+      AND created_at < now() - make_interval(secs => $2)
+      AND (split_part(entry_id, '-', 1)::bigint, split_part(entry_id, '-', 2)::bigint)
+          < ($3::bigint, $4::bigint)
+    LIMIT $5
+))
+"""
+
+
+async def prune_done_entries(
+    conn: asyncpg.Connection,
+    stream: str,
+    *,
+    before_id: tuple[int, int],
+    min_age_s: float,
+    limit: int,
+) -> int:
+    """Delete up to `limit` records of entries of `stream` with ids below `before_id`
+    and recorded at least `min_age_s` ago; return how many were deleted."""
+    status = await conn.execute(_PRUNE_DONE, stream, min_age_s, *before_id, limit)
+    return int(status.split()[-1])

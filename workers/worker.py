@@ -24,15 +24,21 @@ from core import streams
 from core.config import Settings
 from core.connections import check_redis_durability, connect_postgres, connect_redis
 from core.metrics import update_stream_gauges
+from workers import persist
 from workers.consumer import ShardConsumer
 
-__all__ = ["Worker", "reclaim_stale_entries", "worker_settings"]
+__all__ = ["Worker", "prune_done_entries", "reclaim_stale_entries", "worker_settings"]
 
 log = logging.getLogger(__name__)
 
 _STOP_TIMEOUT_S = 30.0
 _GAUGE_INTERVAL_S = 5.0
 _MAX_CLAIMS_PER_RUN = 1000
+# A record in `stream_entries_done` guards against persisting its entry twice, which
+# can only happen while the entry is in the stream. A record must also be an hour old
+# to go, for a consumer that still holds an entry another consumer has since finished.
+DONE_RECORD_MIN_AGE_S = 3600.0
+_PRUNE_CHUNK = 10_000
 
 
 async def reclaim_stale_entries(ctx: dict[str, Any]) -> int:
@@ -64,6 +70,40 @@ async def reclaim_stale_entries(ctx: dict[str, Any]) -> int:
     if claimed_total:
         log.warning("reclaimed %d entries from idle consumers", claimed_total)
     return claimed_total
+
+
+async def prune_done_entries(ctx: dict[str, Any]) -> int:
+    """Delete the `stream_entries_done` records of entries no longer in their stream.
+
+    Entry ids only grow, so an entry older than the first entry left in the stream
+    was acknowledged and deleted, and cannot be delivered again.
+    """
+    deleted = 0
+    for consumer in ctx["consumers"]:
+        stream = consumer.keys.events
+        first = await ctx["stream_redis"].xrange(stream, count=1)
+        before_id = _entry_id_pair(first[0][0]) if first else (2**63 - 1, 0)
+        while True:
+            async with ctx["pool"].acquire() as conn:
+                count = await persist.prune_done_entries(
+                    conn,
+                    stream,
+                    before_id=before_id,
+                    min_age_s=DONE_RECORD_MIN_AGE_S,
+                    limit=_PRUNE_CHUNK,
+                )
+            deleted += count
+            if count < _PRUNE_CHUNK:
+                break
+    if deleted:
+        log.info("pruned %d records of persisted stream entries", deleted)
+    return deleted
+
+
+def _entry_id_pair(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    milliseconds, _, sequence = text.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
@@ -144,6 +184,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             cron(
                 reclaim_stale_entries, second=set(range(0, 60, 15)), run_at_startup=True, timeout=60
             ),
+            cron(prune_done_entries, minute=set(range(0, 60, 10)), second=30, timeout=600),
         ],
         "on_startup": _startup,
         "on_shutdown": _shutdown,

@@ -146,7 +146,8 @@ async def run(session: Session) -> list[Figure]:
         ),
     ]
     note = (
-        f"{plan.score_readers} readers; writes offered {write_rate:,.0f} events/s, "
+        f"{plan.score_readers} readers per run, both runs at once; "
+        f"writes offered {write_rate:,.0f} events/s, "
         f"accepted {Stat.of(writes).median:,.0f}"
     )
     for label, results in by_label.items():

@@ -5,6 +5,8 @@ Two finished, settled runs are read: one of 10 events and one of
 worker. During the reads, other agents write paced batches of 100 at half the
 sustained end-to-end rate. Readers use the agent key (`X-Agent-Key`) of the run's
 agent and keep one request in flight each, closed-loop, against the api process.
+Both runs are read at the same time, so their latencies see the same write load
+and differ only by the run.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ async def reads_during_writes(
     write_rate: float,
     tag: str,
 ) -> tuple[dict[str, LoadResult], LoadResult, list[fixtures.Run]]:
-    """Read each target's score for `plan.score_s` while paced writes run on new runs."""
+    """Read every target's score at once for `plan.score_s` while paced writes run on
+    new runs."""
     plan = session.plan
     writer_runs = await fixtures.create_runs(session.control_ingest.url, session.account.agent_keys)
-    write_s = plan.warmup_s + len(read_targets) * plan.score_s + 0.5
+    write_s = plan.warmup_s + plan.score_s + 0.5
     writer = asyncio.create_task(
         paced_loop(
             write_port,
@@ -60,9 +63,8 @@ async def reads_during_writes(
     )
     try:
         await asyncio.sleep(plan.warmup_s)
-        results: dict[str, LoadResult] = {}
-        for target in read_targets:
-            results[target.label] = await read_loop(
+        loads = [
+            read_loop(
                 target.port,
                 f"/api/runs/{target.run.public_id}/score",
                 headers=f"X-Agent-Key: {target.run.agent_key}\r\n",
@@ -70,12 +72,19 @@ async def reads_during_writes(
                 duration_s=plan.score_s,
                 max_requests=plan.max_events,
             )
-            if results[target.label].errors or not results[target.label].requests:
+            for target in read_targets
+        ]
+        results = {
+            target.label: result
+            for target, result in zip(read_targets, await asyncio.gather(*loads), strict=True)
+        }
+        for label, result in results.items():
+            if result.errors or not result.requests:
                 progress(
                     "  WARNING: score reads of %s: %d answered, errors %s",
-                    target.label,
-                    results[target.label].requests,
-                    dict(results[target.label].errors),
+                    label,
+                    result.requests,
+                    dict(result.errors),
                 )
     finally:
         write_result = await writer
@@ -176,7 +185,8 @@ async def run(session: Session) -> list[Figure]:
     finally:
         stop_processes([ingest, *workers])
     note = (
-        f"{plan.score_readers} readers; writes offered {write_rate:,.0f} events/s, "
+        f"{plan.score_readers} readers per run, both runs at once; "
+        f"writes offered {write_rate:,.0f} events/s, "
         f"accepted {Stat.of(writes).median:,.0f}"
     )
     figures: list[Figure] = []

@@ -189,6 +189,9 @@ def create_app(
     for unavailable in (
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
+        # Redis at its maxmemory (with noeviction, as it should run) or a read-only replica.
+        redis.exceptions.OutOfMemoryError,
+        redis.exceptions.ReadOnlyError,
         asyncpg.CannotConnectNowError,
         asyncpg.ConnectionDoesNotExistError,
         asyncpg.PostgresConnectionError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 
@@ -80,23 +81,28 @@ class LeasedLimit:
         self.limit = limit
         self.lease = max(1, min(lease, limit.burst))
         self._local: dict[str, int] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._leasing: dict[str, asyncio.Future[None]] = {}
 
     async def take(self, scripts: ScriptCaller, subject: str, *, what: str) -> None:
-        """Spend one token of `subject`, or raise 429 `rate_limited` with Retry-After."""
-        if self._spend_local(subject):
-            return
-        # One lease at a time per subject: concurrent requests wait for it and share
-        # its tokens instead of each leasing (and wasting) a batch of their own.
-        lock = self._locks.get(subject)
-        if lock is None:
-            if len(self._locks) > 10_000:
-                self._locks = {key: held for key, held in self._locks.items() if held.locked()}
-            lock = self._locks[subject] = asyncio.Lock()
-        async with lock:
-            if self._spend_local(subject):
-                return
-            await self._lease(scripts, subject, what=what)
+        """Spend one token of `subject`, or raise 429 `rate_limited` with Retry-After.
+
+        A failed lease (Redis down, say) fails every request waiting for it at once,
+        so each fails within one Redis timeout instead of leasing again in turn.
+        """
+        while not self._spend_local(subject):
+            # One lease at a time per subject: concurrent requests wait for it and share
+            # its tokens instead of each leasing (and wasting) a batch of their own.
+            leasing = self._leasing.get(subject)
+            if leasing is None:
+                leasing = asyncio.ensure_future(self._lease(scripts, subject, what=what))
+                self._leasing[subject] = leasing
+                leasing.add_done_callback(functools.partial(self._leased, subject))
+            await asyncio.shield(leasing)
+
+    def _leased(self, subject: str, leasing: asyncio.Future[None]) -> None:
+        del self._leasing[subject]
+        if not leasing.cancelled():
+            leasing.exception()  # retrieved, even when every waiter was cancelled
 
     def _spend_local(self, subject: str) -> bool:
         local = self._local.get(subject, 0)
@@ -120,4 +126,4 @@ class LeasedLimit:
             )
         if len(self._local) > 10_000:
             self._local.clear()
-        self._local[subject] = self._local.get(subject, 0) + granted - 1
+        self._local[subject] = self._local.get(subject, 0) + granted

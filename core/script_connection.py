@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import hiredis
 import redis.exceptions
+from redis._parsers.base import BaseParser
 from redis.asyncio.connection import parse_url
 
 from core.streams import RedisScript
@@ -62,18 +63,33 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def send(self, data: bytes, waiting: Sequence[_Call | asyncio.Future[Any]]) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        """Write `data` and queue its calls for replies; fail them at once if the
+        connection is already lost, since no reply would come."""
         self._waiting.extend(waiting)
+        if self.lost or self.transport is None:
+            self._fail_waiting()
+            return
+        self.transport.write(data)
 
     def fail(self, failure: Exception) -> None:
         """Close the connection and fail every call still waiting with `failure`."""
         if self._failure is None:
             self._failure = failure
-        # Calls from now on go to a new connection; this one fails its waiting calls.
+        # Calls from now on go to a new connection.
         self.lost = True
+        self._fail_waiting()
         if self.transport is not None:
             self.transport.abort()
+
+    def _fail_waiting(self) -> None:
+        failure = self._failure or redis.exceptions.ConnectionError("Connection to Redis lost")
+        for waiting in self._waiting:
+            future = waiting if isinstance(waiting, asyncio.Future) else waiting.future
+            if isinstance(waiting, _Call) and waiting.timer is not None:
+                waiting.timer.cancel()
+            if not future.done():
+                future.set_exception(failure)
+        self._waiting.clear()
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -99,16 +115,11 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        failure = self._failure or redis.exceptions.ConnectionError(
-            f"Connection to Redis lost: {exc or 'closed'}"
-        )
-        for waiting in self._waiting:
-            future = waiting if isinstance(waiting, asyncio.Future) else waiting.future
-            if isinstance(waiting, _Call) and waiting.timer is not None:
-                waiting.timer.cancel()
-            if not future.done():
-                future.set_exception(failure)
-        self._waiting.clear()
+        if self._failure is None:
+            self._failure = redis.exceptions.ConnectionError(
+                f"Connection to Redis lost: {exc or 'closed by the server'}"
+            )
+        self._fail_waiting()
 
 
 class ScriptConnection:
@@ -279,7 +290,9 @@ class ScriptConnection:
                     asyncio.get_running_loop().call_soon(self._send_queued)
                 self._queued.append(call)
                 return
-            reply = redis.exceptions.ResponseError(str(reply))
+            # The exception redis-py raises for the same reply: LOADING and "max number
+            # of clients" are connection errors there, so ingest answers 503.
+            reply = BaseParser.parse_error(str(reply))
         if call.future.done():  # its caller was cancelled
             return
         if isinstance(reply, Exception):

@@ -8,12 +8,14 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from core import streams
 from core.config import Settings
@@ -21,6 +23,7 @@ from core.errors import TooManyRequests
 from core.logs import ACCESS_LOGGER
 from core.ratelimit import LeasedLimit, Limit
 from core.script_connection import ScriptConnection
+from core.streams import RedisScript
 from tests.faults import serve
 from tests.helpers import create_run, new_agent
 from workers.consumer import ShardConsumer
@@ -228,3 +231,26 @@ async def test_leased_limit_concurrent_takes_keep_tokens(
     finally:
         if isinstance(scripts, ScriptConnection):
             await scripts.close()
+
+
+async def test_leased_limit_failed_lease_fails_waiters_together() -> None:
+    """Requests waiting for a lease that fails all fail with it, after one Redis call."""
+    calls = 0
+
+    async def no_reply(script: RedisScript, keys: Sequence[str], args: Sequence[object]) -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.2)
+        raise redis.exceptions.TimeoutError("Redis did not reply within 0.2 s")
+
+    limit = LeasedLimit(Limit("test", per_s=100, burst=100), lease=10)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    results = await asyncio.gather(
+        *(limit.take(no_reply, "agent", what="requests") for _ in range(30)),
+        return_exceptions=True,
+    )
+    assert calls == 1
+    assert loop.time() - began < 1.5
+    for result in results:
+        assert isinstance(result, redis.exceptions.TimeoutError)

@@ -4,7 +4,9 @@ Redis, and the ways both fail."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -274,3 +276,93 @@ async def test_script_connection_mixes_scripts(
     )
     assert [bytes(result) for result in results[:5]] == [b"echo-%d" % i for i in range(5)]
     assert [outcome for outcome, _ in results[5:]] == [AppendOutcome.APPENDED] * 5
+
+
+class _ThreadServer:
+    """A fake Redis on its own event loop in a thread, so that its replies and closes
+    race the client's loop as a separate Redis process would."""
+
+    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]):
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(
+                asyncio.start_server(handler, "127.0.0.1", 0)
+            )
+            self.port = self.server.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        ready.wait()
+
+    def close(self) -> None:
+        async def shut_down() -> None:
+            self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut_down(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+async def _close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
+async def _max_clients(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"-ERR max number of clients reached\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _loading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(b"-LOADING Redis is loading the dataset in memory\r\n" * data.count(b"*"))
+        await writer.drain()
+    writer.close()
+
+
+async def _out_of_memory(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(
+            b"-OOM command not allowed when used memory > 'maxmemory'.\r\n" * data.count(b"*")
+        )
+        await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [
+        (_close_at_once, RedisConnectionError),
+        (_max_clients, RedisConnectionError),
+        (_loading, redis.exceptions.BusyLoadingError),
+        (_out_of_memory, redis.exceptions.OutOfMemoryError),
+    ],
+    ids=["closed", "max clients", "loading", "out of memory"],
+)
+async def test_script_connection_server_faults_fail_calls(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+    error: type[Exception],
+) -> None:
+    """Every call ends with redis-py's exception for the fault, repeatedly, and none hangs."""
+    server = _ThreadServer(handler)
+    connection = ScriptConnection(f"redis://127.0.0.1:{server.port}/0", timeout_s=2)
+    try:
+        for _ in range(5):
+            calls = (connection(streams.APPEND_SCRIPT, ("k",), ("a",)) for _ in range(5))
+            # The outer bound fails the test instead of hanging it.
+            results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+            for result in results:
+                assert isinstance(result, error | RedisConnectionError), repr(result)
+            assert any(isinstance(result, error) for result in results)
+    finally:
+        await connection.close()
+        server.close()

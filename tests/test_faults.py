@@ -247,8 +247,16 @@ async def test_redis_restart_keeps_accepted_events(
             run_id = await create_run(client, agent)
             worker = WorkerProcess(settings, tmp_path, "worker")
             accepted = await send_events(client, run_id, agent.headers, first=0, count=2000)
+            # The worker must be running, not starting, when Redis goes away.
+            deadline = time.monotonic() + 60
+            async with pool.acquire() as conn:
+                while (await stored_events(conn, run_id))[0] < accepted:
+                    assert time.monotonic() < deadline, worker.output()[-3000:]
+                    await asyncio.sleep(0.1)
             port = own_redis.port
             own_redis.stop()
+            # Longer than the worker's arq poll interval, so its poll meets the outage too.
+            await asyncio.sleep(2)
             while_down = await client.post(
                 f"/api/runs/{run_id}/events",
                 json={"event_id": "down", "event_type": "request_sent"},

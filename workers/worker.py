@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from typing import Any
 
 import arq
@@ -203,7 +204,24 @@ class Worker(arq.Worker):
     catching their CancelledError, which skips `on_shutdown`: the consumers would then
     die mid-batch instead of committing and acknowledging. It also skips
     `on_shutdown` when Redis is unreachable at that moment.
+
+    arq also ends its poll loop, and with it the process, on the first Redis error
+    of a poll, so a Redis restart would stop the worker for good. Here a poll that
+    fails on Redis logs a warning (at most every 30 s) and the next poll retries.
     """
+
+    _last_poll_warning = 0.0
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError, OSError) as exc:
+            now = time.monotonic()
+            if now - self._last_poll_warning > 30:
+                self._last_poll_warning = now
+                log.warning(
+                    "polling the arq job queue failed (%r); retrying until Redis is back", exc
+                )
 
     async def close(self) -> None:
         if not self._handle_signals:

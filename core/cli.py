@@ -258,12 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level, access_log=settings.access_log)
-        return _run_command(args, settings)
+        code = _run_command(args, settings)
+        sys.stdout.flush()  # here, so that a closed stdout ends as below
+        return code
     except (ConfigError, EmbeddedServerError) as exc:
         print(f"softadastra-cloud: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`status | head`): stop quietly, as Unix tools
+        # do, and point stdout at /dev/null so the exit flush fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

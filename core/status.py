@@ -109,6 +109,8 @@ async def print_status(settings: Settings) -> int:
         print()
         print(f"dead events in PostgreSQL: {dead_events}")
         print(f"runs open: {open_runs}; runs with events not yet persisted: {in_flight}")
+    except BrokenPipeError:
+        raise  # stdout closed (`status | head`), not a Redis problem
     except (OSError, aioredis.RedisError) as exc:
         print(f"Redis {_masked(settings.redis_url)}: unreachable ({exc})")
         return 1

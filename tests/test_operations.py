@@ -57,6 +57,31 @@ async def test_status_prints_every_shard(settings: Settings, tmp_path: Path, cle
     assert "dead events in PostgreSQL: 0" in output
 
 
+async def test_status_into_closed_pipe_exits_quietly(
+    settings: Settings, tmp_path: Path, clean: None
+) -> None:
+    """`status | head -1`: the reader has gone before status writes its table."""
+    env = dict(os.environ)
+    env.update(
+        CLOUD_DATABASE_URL=settings.database_url or "",
+        CLOUD_REDIS_URL=settings.redis_url or "",
+        CLOUD_DATA_DIR=str(tmp_path / "data"),
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "core.cli", "status", cwd=ROOT, env=env,
+            stdout=write_end, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    _, errors = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    assert b"Traceback" not in errors
+    assert b"unreachable" not in errors
+
+
 async def test_status_without_servers_explains(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("CLOUD_")}
     env["CLOUD_DATA_DIR"] = str(tmp_path / "empty")

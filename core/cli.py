@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -118,8 +119,22 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _check_port_free(settings: Settings) -> None:
+    """Raise ConfigError if the HTTP port is taken, before anything else starts."""
+    with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}); "
+                "stop what uses it or set SERVER_PORT to a free port"
+            ) from None
+
+
 def command_up(settings: Settings) -> None:
     """Run everything in one command, on embedded servers unless URLs are set."""
+    _check_port_free(settings)
     # uvicorn re-raises the signal that stopped it; with the default SIGTERM action
     # that would kill the process before the embedded servers are stopped below.
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
@@ -245,6 +260,7 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
         command_up(settings)
     elif args.command in ("ingest", "api"):
         _require_urls(settings, args.command)
+        _check_port_free(settings)
         _serve(args.command, settings)
     elif args.command == "worker":
         command_worker(settings)

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import re
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -279,3 +280,30 @@ async def test_leased_limit_failed_lease_fails_waiters_together() -> None:
     assert loop.time() - began < 1.5
     for result in results:
         assert isinstance(result, redis.exceptions.TimeoutError)
+
+
+@pytest.mark.parametrize("command", ["up", "ingest"])
+async def test_taken_port_fails_before_starting(tmp_path: Path, command: str) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CLOUD_")}
+    env.update(SERVER_HOST="127.0.0.1", SERVER_PORT=str(port), CLOUD_DATA_DIR=str(tmp_path))
+    if command == "ingest":
+        env.update(
+            CLOUD_DATABASE_URL="postgresql://127.0.0.1:1/none",
+            CLOUD_REDIS_URL="redis://127.0.0.1:1",
+        )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "core.cli", command, cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        taken.close()
+    assert process.returncode == 2, output
+    assert f"cannot listen on 127.0.0.1:{port}".encode() in output
+    assert b"set SERVER_PORT" in output
+    assert not (tmp_path / "postgres").exists()

@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         configure_logging(settings.log_level, access_log=settings.access_log)
         code = _run_command(args, settings)
-        sys.stdout.flush()  # here, so that a closed stdout ends as below
+        sys.stdout.flush()  # inside the try, so a closed stdout is handled below
         return code
     except (ConfigError, EmbeddedServerError) as exc:
         print(f"softadastra-cloud: {exc}", file=sys.stderr)

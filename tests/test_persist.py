@@ -370,12 +370,13 @@ async def test_prune_done_entries_keeps_redeliverable(
     clean: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Records go once their entry left the stream and an hour passed, in chunks."""
+    """Records go once their entry has left the stream and an hour has passed, in chunks."""
     consumers = [
         ShardConsumer(shard=shard, settings=settings, pool=pool, redis=redis) for shard in range(2)
     ]
     first, empty = (consumer.keys.events for consumer in consumers)
     await redis.xadd(first, {"n": 1}, id="5000-3")
+
     old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
     recent = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     records = [
@@ -393,9 +394,11 @@ async def test_prune_done_entries_keeps_redeliverable(
         "INSERT INTO stream_entries_done (stream, entry_id, created_at) VALUES ($1, $2, $3)",
         records,
     )
+
     monkeypatch.setattr(worker_module, "_PRUNE_CHUNK", 2)
     ctx = {"consumers": consumers, "stream_redis": redis, "pool": pool}
     deleted = await worker_module.prune_done_entries(ctx)
+
     rows = await pool.fetch("SELECT stream, entry_id FROM stream_entries_done")
     assert deleted == 5
     assert {(row["stream"], row["entry_id"]) for row in rows} == {

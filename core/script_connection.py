@@ -170,12 +170,15 @@ class ScriptConnection:
     async def __call__(
         self, script: RedisScript, keys: Sequence[str], args: Sequence[object]
     ) -> Any:
-        loop = asyncio.get_running_loop()
-        call = _Call(script, keys, args, loop.create_future())
-        if not self._queued:
-            loop.call_soon(self._send_queued)
-        self._queued.append(call)
+        call = _Call(script, keys, args, asyncio.get_running_loop().create_future())
+        self._enqueue(call)
         return await call.future
+
+    def _enqueue(self, call: _Call) -> None:
+        """Queue a call for the write made at the end of this event-loop pass."""
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._send_queued)
+        self._queued.append(call)
 
     async def close(self) -> None:
         if self._connecting is not None:
@@ -286,12 +289,10 @@ class ScriptConnection:
             if str(reply).startswith("NOSCRIPT") and not call.with_source:
                 # Nothing ran: send the call again with the source, which also loads it.
                 call.with_source = True
-                if not self._queued:
-                    asyncio.get_running_loop().call_soon(self._send_queued)
-                self._queued.append(call)
+                self._enqueue(call)
                 return
-            # The exception redis-py raises for the same reply: LOADING and "max number
-            # of clients" are connection errors there, so ingest answers 503.
+            # The exception redis-py raises for the same reply. LOADING and "max number
+            # of clients" are connection errors there, so ingest responds with 503.
             reply = BaseParser.parse_error(str(reply))
         if call.future.done():  # its caller was cancelled
             return

@@ -227,7 +227,7 @@ class ScriptPipeline:
 
 APPEND_SCRIPT = RedisScript(_APPEND)
 _ack_script = RedisScript(_ACK)
-# What sends ingest's script calls: a ScriptPipeline or a ScriptConnection.
+# The sender of ingest's script calls: a ScriptPipeline or a ScriptConnection.
 ScriptCaller = Callable[[RedisScript, Sequence[str], Sequence[object]], Awaitable[Any]]
 
 

@@ -284,10 +284,10 @@ async def test_leased_limit_failed_lease_fails_waiters_together() -> None:
 
 @pytest.mark.parametrize("command", ["up", "ingest"])
 async def test_taken_port_fails_before_starting(tmp_path: Path, command: str) -> None:
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
     env = {name: value for name, value in os.environ.items() if not name.startswith("CLOUD_")}
     env.update(SERVER_HOST="127.0.0.1", SERVER_PORT=str(port), CLOUD_DATA_DIR=str(tmp_path))
     if command == "ingest":
@@ -302,7 +302,7 @@ async def test_taken_port_fails_before_starting(tmp_path: Path, command: str) ->
         )  # fmt: skip
         output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     finally:
-        taken.close()
+        listener.close()
     assert process.returncode == 2, output
     assert f"cannot listen on 127.0.0.1:{port}".encode() in output
     assert b"set SERVER_PORT" in output

@@ -36,8 +36,8 @@ _STOP_TIMEOUT_S = 30.0
 _GAUGE_INTERVAL_S = 5.0
 _MAX_CLAIMS_PER_RUN = 1000
 # A record in `stream_entries_done` guards against persisting its entry twice, which
-# can only happen while the entry is in the stream. A record must also be an hour old
-# to go, for a consumer that still holds an entry another consumer has since finished.
+# can only happen while the entry is in the stream. A record is also kept an hour, for
+# a consumer still processing an entry that another consumer has since finished.
 DONE_RECORD_MIN_AGE_S = 3600.0
 _PRUNE_CHUNK = 10_000
 
